@@ -47,7 +47,17 @@ bool WaitForGraph::InsertEdge(Node x, Node y) {
   Reserve(std::max(x, y) + 1);
   NodeInfo& nx = nodes_[x];
   if (Contains(nx.out, y)) return true;
-  if (nx.rank < nodes_[y].rank) {
+  NodeInfo& ny = nodes_[y];
+  if (nx.rank > ny.rank) {
+    // A node without edges may take any rank: move it to the end that fits. This is
+    // the common case of an owner seen for the first time waiting on an older holder.
+    if (nx.out.empty() && nx.in.empty()) {
+      nx.rank = --min_rank_;
+    } else if (ny.out.empty() && ny.in.empty()) {
+      ny.rank = next_rank_++;
+    }
+  }
+  if (nx.rank < ny.rank) {
     nx.out.push_back(y);
     nodes_[y].in.push_back(x);
     ++edges_;
@@ -126,7 +136,10 @@ void WaitForGraph::Reorder() {
   merged_ranks_.clear();
   for (Node n : delta_b_) merged_ranks_.push_back(nodes_[n].rank);
   for (Node n : delta_f_) merged_ranks_.push_back(nodes_[n].rank);
-  std::sort(merged_ranks_.begin(), merged_ranks_.end());
+  // Two sorted runs: merging is linear (a full sort hits a bad case on this shape).
+  std::inplace_merge(merged_ranks_.begin(),
+                     merged_ranks_.begin() + static_cast<std::ptrdiff_t>(delta_b_.size()),
+                     merged_ranks_.end());
   std::size_t i = 0;
   for (Node n : delta_b_) nodes_[n].rank = merged_ranks_[i++];
   for (Node n : delta_f_) nodes_[n].rank = merged_ranks_[i++];
@@ -140,8 +153,8 @@ void WaitForGraph::ClearMarks() {
 
 std::vector<WaitForGraph::Node> WaitForGraph::FindPath(Node x, Node y) const {
   std::vector<Node> path;
-  if (x >= nodes_.size() || y >= nodes_.size()) return path;
   if (x == y) return {x};
+  if (x >= nodes_.size() || y >= nodes_.size()) return path;
   // Every edge goes up in rank, so only nodes ranked between x and y can be on a path.
   const std::int64_t upper = nodes_[y].rank;
   if (nodes_[x].rank > upper) return path;
