@@ -23,6 +23,7 @@
 #include <unordered_map>
 
 #include "graph_export.h"
+#include "id_table.h"
 #include "lockgraph/graph/wait_for_graph.h"
 
 namespace lockgraph::graph {
@@ -207,8 +208,7 @@ class Coordinator::Impl {
   struct Lease {
     LeaseId id = 0;
     Token token = 0;
-    TimeUs expires = 0;
-    TimeUs handover_at = kNever;
+    TimeUs expires = 0;  // when revoked: when it passes to the waiters
     std::int64_t ttl_us = 0;
     std::uint32_t owner = kNone;
     std::uint32_t resource = kNone;
@@ -282,10 +282,13 @@ class Coordinator::Impl {
   void RenewSession(std::uint32_t s);
 
   std::uint32_t FindResource(std::string_view name) const {
-    auto it = resource_index_.find(name);
-    return it == resource_index_.end() ? kNone : it->second;
+    return resource_index_.Find(internal::HashTag(name),
+                                [&](std::uint32_t id) { return resources_[id].name == name; });
   }
   std::uint32_t FindOrCreateResource(const std::string& name);
+  std::uint32_t FindLease(LeaseId id) const {
+    return lease_index_.Find(internal::HashTag(id), [&](std::uint32_t l) { return leases_[l].id == id; });
+  }
   std::uint32_t FindOwner(std::uint32_t s, const std::string& name) const {
     auto it = sessions_[s].owners.find(name);
     return it == sessions_[s].owners.end() ? kNone : it->second;
@@ -364,10 +367,10 @@ class Coordinator::Impl {
   std::vector<std::uint32_t> free_owners_;
   std::deque<Resource> resources_;
   std::vector<std::uint32_t> free_resources_;
-  std::unordered_map<std::string_view, std::uint32_t> resource_index_;
+  internal::IdTable resource_index_;  // by name
   std::vector<Lease> leases_;
   std::vector<std::uint32_t> free_leases_;
-  std::unordered_map<LeaseId, std::uint32_t> lease_index_;
+  internal::IdTable lease_index_;  // by lease id
   std::vector<WaitRec> waits_;
   std::vector<std::uint32_t> free_waits_;
   SiteTable sites_;
@@ -500,7 +503,7 @@ std::uint32_t Coordinator::Impl::FindOrCreateResource(const std::string& name) {
   res.holder_head = kNone;
   res.waits.clear();
   res.live = true;
-  resource_index_.emplace(std::string_view(res.name), id);
+  resource_index_.Insert(internal::HashTag(res.name), id);
   ++stats_.live_resources;
   gc_resources_.push_back(id);
   return id;
@@ -599,7 +602,7 @@ std::uint32_t Coordinator::Impl::NewLease(std::uint32_t owner, std::uint32_t res
   o.lease_head = l;
   ++o.lease_count;
   ++sessions_[o.session].lease_count;
-  lease_index_.emplace(lease.id, l);
+  lease_index_.Insert(internal::HashTag(lease.id), l);
   lease_timers_.Set(l, lease.expires);
   ++stats_.live_leases;
   ++stats_.grants;
@@ -620,7 +623,7 @@ void Coordinator::Impl::EndLease(std::uint32_t l) {
   if (lease.own_next != kNone) leases_[lease.own_next].own_prev = lease.own_prev;
   --o.lease_count;
   --sessions_[o.session].lease_count;
-  lease_index_.erase(lease.id);
+  lease_index_.Erase(internal::HashTag(lease.id), [l](std::uint32_t id) { return id == l; });
   lease_timers_.Erase(l);
   handover_timers_.Erase(l);
   sites_.Unref(lease.site);
@@ -683,8 +686,8 @@ void Coordinator::Impl::RevokeLease(std::uint32_t l, RevokeReason reason,
     EndLease(l);
     return;
   }
-  lease.handover_at = now_ + grace;
-  handover_timers_.Set(l, lease.handover_at);
+  lease.expires = now_ + grace;
+  handover_timers_.Set(l, lease.expires);
   ev.handover_in_ms = (grace + 999) / 1000;
   Emit(std::move(ev));
 }
@@ -1306,7 +1309,7 @@ void Coordinator::Impl::CollectGarbage() {
   for (std::uint32_t r : gc_resources_) {
     Resource& res = resources_[r];
     if (!res.live || res.holder_head != kNone || !res.waits.empty()) continue;
-    resource_index_.erase(std::string_view(res.name));
+    resource_index_.Erase(internal::HashTag(res.name), [r](std::uint32_t id) { return id == r; });
     res.live = false;
     res.name.clear();
     res.waits.shrink_to_fit();
@@ -1469,12 +1472,12 @@ void Coordinator::Impl::DoAcquire(const Acquire& c, Reply& r) {
 void Coordinator::Impl::DoRenew(const Renew& c, Reply& r) {
   const std::uint32_t s = Authenticate(c.auth, r);
   if (s == kNone) return;
-  auto it = lease_index_.find(c.lease);
-  if (it == lease_index_.end()) {
+  const std::uint32_t l = FindLease(c.lease);
+  if (l == kNone) {
     Fail(r, Code::kNotOwner, "lease " + std::to_string(c.lease) + " is not held (released, expired or never granted)");
     return;
   }
-  Lease& lease = leases_[it->second];
+  Lease& lease = leases_[l];
   if (owners_[lease.owner].session != s) {
     Fail(r, Code::kNotOwner, "lease " + std::to_string(c.lease) + " belongs to another session");
     return;
@@ -1487,7 +1490,7 @@ void Coordinator::Impl::DoRenew(const Renew& c, Reply& r) {
   if (!CheckTtl(ttl_ms, r)) return;
   lease.ttl_us = ttl_ms * 1000;
   lease.expires = now_ + lease.ttl_us;
-  lease_timers_.Set(it->second, lease.expires);
+  lease_timers_.Set(l, lease.expires);
   RenewSession(s);
   r.expires_in_ms = ttl_ms;
   r.lease = lease.id;
@@ -1499,12 +1502,11 @@ void Coordinator::Impl::DoRelease(const Release& c, Reply& r) {
   if (s == kNone) return;
   std::uint32_t l = kNone;
   if (c.lease) {
-    auto it = lease_index_.find(*c.lease);
-    if (it == lease_index_.end()) {
+    l = FindLease(*c.lease);
+    if (l == kNone) {
       Fail(r, Code::kNotOwner, "lease " + std::to_string(*c.lease) + " is not held (released, expired or never granted)");
       return;
     }
-    l = it->second;
     if (owners_[leases_[l].owner].session != s) {
       Fail(r, Code::kNotOwner, "lease " + std::to_string(*c.lease) + " belongs to another session");
       return;
@@ -1652,12 +1654,12 @@ void Coordinator::Impl::DoUnwait(const Unwait& c, Reply& r) {
 void Coordinator::Impl::DoRevoke(const Revoke& c, Reply& r) {
   std::vector<std::uint32_t> targets;
   if (c.lease) {
-    auto it = lease_index_.find(*c.lease);
-    if (it == lease_index_.end()) {
+    const std::uint32_t l = FindLease(*c.lease);
+    if (l == kNone) {
       Fail(r, Code::kNotOwner, "lease " + std::to_string(*c.lease) + " is not held");
       return;
     }
-    targets.push_back(it->second);
+    targets.push_back(l);
   } else {
     if (!CheckName("resource", c.resource, r)) return;
     const std::uint32_t res = FindResource(c.resource);
@@ -1714,10 +1716,10 @@ std::vector<LeaseInfo> Coordinator::Leases() const {
     info.owner = Str(o.name());
     info.resource = m.resources_[lease.resource].name;
     info.mode = lease.mode;
-    info.expires_at_us = lease.revoked ? lease.handover_at : lease.expires;
+    info.expires_at_us = lease.expires;
     info.reported = lease.reported;
     info.revoked = lease.revoked;
-    info.handover_at_us = lease.handover_at;
+    info.handover_at_us = lease.revoked && !lease.reported ? lease.expires : kNever;
     info.site = m.sites_.Get(lease.site);
     out.push_back(std::move(info));
   }
@@ -1899,7 +1901,7 @@ std::string Coordinator::CheckInvariants() const {
     if (!lease.live) continue;
     ++live_leases;
     if (!m.owners_[lease.owner].live) return "lease of a dead owner";
-    if (!m.lease_index_.count(lease.id)) return "lease missing from the index";
+    if (m.FindLease(lease.id) != l) return "lease missing from the index";
     if (!lease.revoked && !m.lease_timers_.Contains(l)) return "lease without an expiry timer";
     if (lease.revoked && !lease.reported && !m.handover_timers_.Contains(l)) return "revoked lease without hand-over";
   }
