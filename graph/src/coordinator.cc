@@ -208,7 +208,7 @@ class Coordinator::Impl {
   struct Lease {
     LeaseId id = 0;
     Token token = 0;
-    TimeUs expires = 0;  // when revoked: when it passes to the waiters
+    TimeUs expires = 0;  // TTL end; a revoked lease's hand-over is in handover_timers_
     std::int64_t ttl_us = 0;
     std::uint32_t owner = kNone;
     std::uint32_t resource = kNone;
@@ -240,13 +240,15 @@ class Coordinator::Impl {
   };
   // A report-mode cycle being confirmed, or whose victim is within its grace.
   struct CycleRecord {
-    std::vector<std::uint32_t> owners;  // canonical rotation
+    std::vector<std::uint32_t> owners;  // as found: the closing edge is the last
+    std::vector<std::uint32_t> key;     // canonical rotation of `owners`
     std::vector<std::uint32_t> gens;
     bool doomed = false;                // victim chosen
     std::uint32_t victim = kNone;       // index into owners
     TimeUs deadline = 0;
     int attempt = 0;
     std::vector<std::uint32_t> unresponsive;  // indexes into owners
+    std::shared_ptr<const DeadlockReport> report;  // the one that chose `victim`
   };
   // One owner->owner edge explained: the wait that makes it and why.
   struct EdgeWhy {
@@ -665,7 +667,8 @@ void Coordinator::Impl::RevokeLease(std::uint32_t l, RevokeReason reason,
   lease.revoked = true;
   ++stats_.revocations;
   RevokedEvent ev = RevokedFor(l, reason, std::move(report));
-  lease_timers_.Erase(l);  // a revoked lease no longer expires on its own: it is handed over
+  // Its TTL still runs: a revoked lease ends at the earlier of its expiry and its
+  // hand-over.
   if (lease.reported) {
     // The external lock system still holds it: it stays, doomed, until released.
     ev.handover_in_ms = 0;
@@ -686,8 +689,7 @@ void Coordinator::Impl::RevokeLease(std::uint32_t l, RevokeReason reason,
     EndLease(l);
     return;
   }
-  lease.expires = now_ + grace;
-  handover_timers_.Set(l, lease.expires);
+  handover_timers_.Set(l, now_ + grace);
   ev.handover_in_ms = (grace + 999) / 1000;
   Emit(std::move(ev));
 }
@@ -953,9 +955,9 @@ std::vector<std::uint32_t> Canonical(const std::vector<std::uint32_t>& cycle) {
 int Coordinator::Impl::FindRecord(const std::vector<std::uint32_t>& canonical) const {
   for (std::size_t i = 0; i < records_.size(); ++i) {
     const CycleRecord& rec = records_[i];
-    if (rec.owners != canonical) continue;
+    if (rec.key != canonical) continue;
     bool same = true;
-    for (std::size_t j = 0; j < canonical.size(); ++j) same = same && owners_[canonical[j]].gen == rec.gens[j];
+    for (std::size_t j = 0; j < rec.owners.size(); ++j) same = same && owners_[rec.owners[j]].gen == rec.gens[j];
     if (same) return static_cast<int>(i);
   }
   return -1;
@@ -1038,7 +1040,8 @@ void Coordinator::Impl::HandleCycle(std::vector<std::uint32_t> cycle) {
     }
   }
   CycleRecord rec;
-  rec.owners = Canonical(cycle);
+  rec.key = Canonical(cycle);
+  rec.owners = std::move(cycle);
   for (std::uint32_t o : rec.owners) rec.gens.push_back(owners_[o].gen);
   if (report_mode && config_.confirm_us > 0) {
     rec.deadline = now_ + config_.confirm_us;
@@ -1092,9 +1095,12 @@ void Coordinator::Impl::ChooseVictim(CycleRecord rec, bool report_mode) {
     }
   }
   if (candidates.empty()) return;  // every owner failed to respond: nothing left to ask
-  VictimStep decided = VictimStep::kLowestId;
-  std::string why;
   const auto& policy = config_.victim_policy;
+  VictimStep decided = policy.empty() ? VictimStep::kLowestId : policy[0];
+  std::string why;
+  if (candidates.size() == 1) {
+    why = "the only owner in the cycle that has not failed to release as a victim";
+  }
   for (std::size_t s = 0; s <= policy.size() && candidates.size() > 1; ++s) {
     const VictimStep step = s < policy.size() ? policy[s] : VictimStep::kLowestId;
     auto owner = [&](std::size_t i) -> const Owner& { return owners_[rec.owners[i]]; };
@@ -1161,6 +1167,7 @@ void Coordinator::Impl::ChooseVictim(CycleRecord rec, bool report_mode) {
   ++stats_.deadlocks;
   ++stats_.victims_by_step[static_cast<int>(decided)];
   Emit(DeadlockEvent{shared});
+  rec.report = shared;
 
   // Leases of the victim that the previous owner waits for: revoked.
   std::vector<std::uint32_t> to_revoke;
@@ -1224,10 +1231,7 @@ void Coordinator::Impl::ProcessRecord(std::size_t i) {
                      edges_.count(EdgeKey(prev, victim));
   if (still_holds && CycleStands(rec, rec.victim)) {
     ++stats_.victims_unresponsive;
-    auto report = Describe(rec.owners);
-    report->victim = owners_[victim].full;
-    report->attempt = rec.attempt;
-    Emit(VictimUnresponsiveEvent{std::move(report)});
+    Emit(VictimUnresponsiveEvent{rec.report});
     rec.unresponsive.push_back(rec.victim);
     rec.doomed = false;
     ChooseVictim(std::move(rec), true);
@@ -1256,7 +1260,8 @@ void Coordinator::Impl::AdvanceTo(TimeUs now) {
     } else if (t == tl) {
       const std::uint32_t l = lease_timers_.TopKey();
       ++stats_.lease_expiries;
-      Emit(RevokedFor(l, RevokeReason::kExpired, nullptr));
+      // A revoked lease's owner was told already; its token is stale either way.
+      if (!leases_[l].revoked) Emit(RevokedFor(l, RevokeReason::kExpired, nullptr));
       EndLease(l);
     } else if (t == tw) {
       DenyWait(wait_timers_.TopKey(), Code::kTimeout, nullptr);
@@ -1417,7 +1422,10 @@ void Coordinator::Impl::DoAcquire(const Acquire& c, Reply& r) {
   }
   res = FindOrCreateResource(c.resource);
   o = FindOrCreateOwner(s, c.owner, c.started);
-  r.started = owners_[o].started;
+  // A retry passing back an earlier `started` keeps the owner's age (wound-wait),
+  // also when the owner is still known from other holds; applied unless refused.
+  const TimeUs started = c.started ? std::min(owners_[o].started, std::min(*c.started, now_)) : owners_[o].started;
+  r.started = started;
   const std::int64_t ttl_us = c.ttl_ms * 1000;
   WaitRec probe;
   probe.owner = o;
@@ -1426,6 +1434,7 @@ void Coordinator::Impl::DoAcquire(const Acquire& c, Reply& r) {
   bool queue_free = true;
   for (std::uint32_t w : resources_[res].waits) queue_free = queue_free && waits_[w].reported;
   if (CanGrant(probe) && (queue_free || upgrade)) {
+    owners_[o].started = started;
     std::uint32_t l = held;
     if (upgrade) {
       ChangeHoldMode(l, c.mode);
@@ -1447,6 +1456,7 @@ void Coordinator::Impl::DoAcquire(const Acquire& c, Reply& r) {
     Fail(r, Code::kTimeout, c.resource + " is busy and wait_ms is 0");
     return;
   }
+  owners_[o].started = started;
   const TimeUs deadline = c.wait_ms < 0 ? kNever : now_ + c.wait_ms * 1000;
   current_wait_ = NewWait(o, res, c.mode, false, upgrade, c.request_id, deadline, ttl_us, sites_.Intern(c.site));
   ++stats_.queued;
@@ -1719,7 +1729,8 @@ std::vector<LeaseInfo> Coordinator::Leases() const {
     info.expires_at_us = lease.expires;
     info.reported = lease.reported;
     info.revoked = lease.revoked;
-    info.handover_at_us = lease.revoked && !lease.reported ? lease.expires : kNever;
+    const std::uint32_t slot = static_cast<std::uint32_t>(&lease - m.leases_.data());
+    info.handover_at_us = m.handover_timers_.Contains(slot) ? m.handover_timers_.At(slot) : kNever;
     info.site = m.sites_.Get(lease.site);
     out.push_back(std::move(info));
   }
@@ -1902,7 +1913,7 @@ std::string Coordinator::CheckInvariants() const {
     ++live_leases;
     if (!m.owners_[lease.owner].live) return "lease of a dead owner";
     if (m.FindLease(lease.id) != l) return "lease missing from the index";
-    if (!lease.revoked && !m.lease_timers_.Contains(l)) return "lease without an expiry timer";
+    if (!m.lease_timers_.Contains(l)) return "lease without an expiry timer";
     if (lease.revoked && !lease.reported && !m.handover_timers_.Contains(l)) return "revoked lease without hand-over";
   }
   if (live_leases != m.stats_.live_leases || live_leases != m.lease_index_.size()) return "lease count mismatch";
