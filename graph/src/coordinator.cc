@@ -18,10 +18,10 @@
 
 #include <algorithm>
 #include <cassert>
-#include <deque>
 #include <string_view>
 #include <unordered_map>
 
+#include "chunked_vector.h"
 #include "graph_export.h"
 #include "id_table.h"
 #include "lockgraph/graph/wait_for_graph.h"
@@ -201,8 +201,9 @@ class Coordinator::Impl {
   };
   struct Resource {
     std::string name;
-    std::uint32_t holder_head = kNone;
     std::vector<std::uint32_t> waits;  // arrival order; queued acquires form the FIFO
+    std::uint32_t holder_head = kNone;
+    std::uint32_t tag = 0;  // hash of the name, for the index
     bool live = false;
   };
   struct Lease {
@@ -283,11 +284,12 @@ class Coordinator::Impl {
   bool CheckMode(Mode m, Reply& r);
   void RenewSession(std::uint32_t s);
 
-  std::uint32_t FindResource(std::string_view name) const {
-    return resource_index_.Find(internal::HashTag(name),
-                                [&](std::uint32_t id) { return resources_[id].name == name; });
+  std::uint32_t FindResource(std::string_view name, std::uint32_t tag) const {
+    return resource_index_.Find(tag, [&](std::uint32_t id) { return resources_[id].name == name; });
   }
-  std::uint32_t FindOrCreateResource(const std::string& name);
+  std::uint32_t FindResource(std::string_view name) const { return FindResource(name, internal::HashTag(name)); }
+  // REQUIRES: no resource of that name exists; `tag` is HashTag(name).
+  std::uint32_t CreateResource(const std::string& name, std::uint32_t tag);
   std::uint32_t FindLease(LeaseId id) const {
     return lease_index_.Find(internal::HashTag(id), [&](std::uint32_t l) { return leases_[l].id == id; });
   }
@@ -367,7 +369,7 @@ class Coordinator::Impl {
   std::unordered_map<std::string, std::uint32_t> session_index_;
   std::vector<Owner> owners_;
   std::vector<std::uint32_t> free_owners_;
-  std::deque<Resource> resources_;
+  internal::ChunkedVector<Resource> resources_;
   std::vector<std::uint32_t> free_resources_;
   internal::IdTable resource_index_;  // by name
   std::vector<Lease> leases_;
@@ -490,9 +492,8 @@ void Coordinator::Impl::RenewSession(std::uint32_t s) {
 
 // ============================================================ tables
 
-std::uint32_t Coordinator::Impl::FindOrCreateResource(const std::string& name) {
-  std::uint32_t id = FindResource(name);
-  if (id != kNone) return id;
+std::uint32_t Coordinator::Impl::CreateResource(const std::string& name, std::uint32_t tag) {
+  std::uint32_t id;
   if (!free_resources_.empty()) {
     id = free_resources_.back();
     free_resources_.pop_back();
@@ -505,7 +506,8 @@ std::uint32_t Coordinator::Impl::FindOrCreateResource(const std::string& name) {
   res.holder_head = kNone;
   res.waits.clear();
   res.live = true;
-  resource_index_.Insert(internal::HashTag(res.name), id);
+  res.tag = tag;
+  resource_index_.Insert(tag, id);
   ++stats_.live_resources;
   gc_resources_.push_back(id);
   return id;
@@ -1314,7 +1316,7 @@ void Coordinator::Impl::CollectGarbage() {
   for (std::uint32_t r : gc_resources_) {
     Resource& res = resources_[r];
     if (!res.live || res.holder_head != kNone || !res.waits.empty()) continue;
-    resource_index_.Erase(internal::HashTag(res.name), [r](std::uint32_t id) { return id == r; });
+    resource_index_.Erase(res.tag, [r](std::uint32_t id) { return id == r; });
     res.live = false;
     res.name.clear();
     res.waits.shrink_to_fit();
@@ -1382,7 +1384,8 @@ void Coordinator::Impl::DoAcquire(const Acquire& c, Reply& r) {
     return;
   }
   std::uint32_t o = FindOwner(s, c.owner);
-  std::uint32_t res = FindResource(c.resource);
+  const std::uint32_t tag = internal::HashTag(c.resource);
+  std::uint32_t res = FindResource(c.resource, tag);
   const std::uint32_t held = FindHold(o, res);
   bool upgrade = false;
   if (held != kNone) {
@@ -1420,7 +1423,7 @@ void Coordinator::Impl::DoAcquire(const Acquire& c, Reply& r) {
                                  " are used up; waiting for the next epoch to be persisted");
     return;
   }
-  res = FindOrCreateResource(c.resource);
+  if (res == kNone) res = CreateResource(c.resource, tag);
   o = FindOrCreateOwner(s, c.owner, c.started);
   // A retry passing back an earlier `started` keeps the owner's age (wound-wait),
   // also when the owner is still known from other holds; applied unless refused.
@@ -1542,7 +1545,8 @@ void Coordinator::Impl::DoHold(const Hold& c, Reply& r) {
     return;
   }
   std::uint32_t o = FindOwner(s, c.owner);
-  std::uint32_t res = FindResource(c.resource);
+  const std::uint32_t tag = internal::HashTag(c.resource);
+  std::uint32_t res = FindResource(c.resource, tag);
   std::uint32_t l = FindHold(o, res);
   if (l == kNone && sessions_[s].lease_count >= config_.max_leases_per_session) {
     Fail(r, Code::kLimit, "session holds " + std::to_string(sessions_[s].lease_count) + " leases, the limit");
@@ -1552,7 +1556,7 @@ void Coordinator::Impl::DoHold(const Hold& c, Reply& r) {
     Fail(r, Code::kInternal, "fencing tokens of epoch " + std::to_string(epoch_) + " are used up");
     return;
   }
-  res = FindOrCreateResource(c.resource);
+  if (res == kNone) res = CreateResource(c.resource, tag);
   o = FindOrCreateOwner(s, c.owner, std::nullopt);
   // The hold ends the owner's wait for this resource, if any.
   if (std::uint32_t w = FindWait(o, res); w != kNone) {
@@ -1590,7 +1594,8 @@ void Coordinator::Impl::DoWait(const Wait& c, Reply& r) {
     return;
   }
   std::uint32_t o = FindOwner(s, c.owner);
-  std::uint32_t res = FindResource(c.resource);
+  const std::uint32_t tag = internal::HashTag(c.resource);
+  std::uint32_t res = FindResource(c.resource, tag);
   const std::uint32_t held = FindHold(o, res);
   if (held != kNone && leases_[held].mode == Mode::kExclusive) {
     auto report = std::make_shared<DeadlockReport>();
@@ -1629,7 +1634,7 @@ void Coordinator::Impl::DoWait(const Wait& c, Reply& r) {
                               std::to_string(config_.max_waits_per_owner) + " resources");
     return;
   }
-  res = FindOrCreateResource(c.resource);
+  if (res == kNone) res = CreateResource(c.resource, tag);
   o = FindOrCreateOwner(s, c.owner, std::nullopt);
   current_wait_ = NewWait(o, res, c.mode, true, held != kNone, 0, kNever, 0, sites_.Intern(c.site));
   Resolve();
