@@ -250,6 +250,8 @@ class Coordinator::Impl {
     int attempt = 0;
     std::vector<std::uint32_t> unresponsive;  // indexes into owners
     std::shared_ptr<const DeadlockReport> report;  // the one that chose `victim`
+    // What the victim waited for when its wait was dropped: (resource, mode).
+    std::vector<std::pair<std::string, Mode>> victim_waits;
   };
   // One owner->owner edge explained: the wait that makes it and why.
   struct EdgeWhy {
@@ -316,8 +318,13 @@ class Coordinator::Impl {
                         bool upgrade, std::uint64_t request_id, TimeUs deadline, std::int64_t ttl_us,
                         std::uint32_t site);
   // Removes a wait (no event).
-  void EndWait(std::uint32_t w);
-  void DenyWait(std::uint32_t w, Code code, std::shared_ptr<const DeadlockReport> report);
+  // `pump` lets the queue move on at once; a caller that changes the resource
+  // further first pumps it itself afterwards.
+  void EndWait(std::uint32_t w, bool pump = true);
+  void DenyWait(std::uint32_t w, Code code, std::shared_ptr<const DeadlockReport> report, bool pump = true);
+  // The owner's hold ended while it waited to upgrade it: the wait becomes an
+  // ordinary one, at the back of the queue.
+  void DemoteUpgrade(std::uint32_t owner, std::uint32_t resource);
   bool CanGrant(const WaitRec& w) const;
   void GrantWait(std::uint32_t w);
   void Pump(std::uint32_t resource);
@@ -339,7 +346,12 @@ class Coordinator::Impl {
   bool TryReorder(std::uint32_t from, std::uint32_t to);
   bool CycleStands(const CycleRecord& rec, std::uint32_t skip_from) const;
   void ChooseVictim(CycleRecord rec, bool report_mode);
-  std::shared_ptr<DeadlockReport> Describe(const std::vector<std::uint32_t>& cycle) const;
+  // The report's cycle from the current tables; an edge they no longer explain (a
+  // dropped victim wait) is taken from `previous`, the report of the same cycle.
+  std::shared_ptr<DeadlockReport> Describe(const std::vector<std::uint32_t>& cycle,
+                                           const DeadlockReport* previous) const;
+  // Whether `next` still blocks what the dropped victim of `rec` waited for.
+  bool VictimEdgeStands(const CycleRecord& rec) const;
   int FindRecord(const std::vector<std::uint32_t>& canonical) const;
   void ProcessRecord(std::size_t i);
 
@@ -634,9 +646,11 @@ void Coordinator::Impl::EndLease(std::uint32_t l) {
   const std::uint32_t resource = lease.resource;
   gc_owners_.push_back(lease.owner);
   gc_resources_.push_back(resource);
+  const std::uint32_t owner = lease.owner;
   lease.live = false;
   free_leases_.push_back(l);
   --stats_.live_leases;
+  DemoteUpgrade(owner, resource);
   Pump(resource);
 }
 
@@ -736,7 +750,7 @@ std::uint32_t Coordinator::Impl::NewWait(std::uint32_t owner, std::uint32_t reso
   return w;
 }
 
-void Coordinator::Impl::EndWait(std::uint32_t w) {
+void Coordinator::Impl::EndWait(std::uint32_t w, bool pump) {
   WaitRemoved(w);
   WaitRec& rec = waits_[w];
   auto& queue = resources_[rec.resource].waits;
@@ -751,10 +765,22 @@ void Coordinator::Impl::EndWait(std::uint32_t w) {
   free_waits_.push_back(w);
   --stats_.live_waits;
   // Removing a waiter can unblock those queued behind it.
-  Pump(rec.resource);
+  if (pump) Pump(rec.resource);
 }
 
-void Coordinator::Impl::DenyWait(std::uint32_t w, Code code, std::shared_ptr<const DeadlockReport> report) {
+void Coordinator::Impl::DemoteUpgrade(std::uint32_t owner, std::uint32_t resource) {
+  const std::uint32_t w = FindWait(owner, resource);
+  if (w == kNone || !waits_[w].upgrade) return;
+  WaitRemoved(w);
+  auto& queue = resources_[resource].waits;
+  queue.erase(std::find(queue.begin(), queue.end(), w));
+  queue.push_back(w);
+  waits_[w].upgrade = false;
+  WaitAdded(w);
+}
+
+void Coordinator::Impl::DenyWait(std::uint32_t w, Code code, std::shared_ptr<const DeadlockReport> report,
+                                 bool pump) {
   const WaitRec& rec = waits_[w];
   if (w == current_wait_) {
     current_denied_ = report ? report : std::make_shared<DeadlockReport>();
@@ -772,7 +798,7 @@ void Coordinator::Impl::DenyWait(std::uint32_t w, Code code, std::shared_ptr<con
   }
   if (code == Code::kTimeout) ++stats_.timeouts;
   if (code == Code::kCancelled) ++stats_.cancelled;
-  EndWait(w);
+  EndWait(w, pump);
 }
 
 bool Coordinator::Impl::CanGrant(const WaitRec& w) const {
@@ -1065,7 +1091,8 @@ bool Coordinator::Impl::CycleStands(const CycleRecord& rec, std::uint32_t skip_f
   return true;
 }
 
-std::shared_ptr<DeadlockReport> Coordinator::Impl::Describe(const std::vector<std::uint32_t>& cycle) const {
+std::shared_ptr<DeadlockReport> Coordinator::Impl::Describe(const std::vector<std::uint32_t>& cycle,
+                                                            const DeadlockReport* previous) const {
   auto report = std::make_shared<DeadlockReport>();
   const std::size_t n = cycle.size();
   for (std::size_t i = 0; i < n; ++i) {
@@ -1080,6 +1107,8 @@ std::shared_ptr<DeadlockReport> Coordinator::Impl::Describe(const std::vector<st
       e.mode = w.mode;
       e.site = sites_.Get(w.site);
       e.soft = why.soft;
+    } else if (previous != nullptr && previous->cycle.size() == n) {
+      e = previous->cycle[i];
     }
     report->report_mode = report->report_mode || why.reported;
     report->cycle.push_back(std::move(e));
@@ -1157,7 +1186,7 @@ void Coordinator::Impl::ChooseVictim(CycleRecord rec, bool report_mode) {
   const std::uint32_t next = rec.owners[(vi + 1) % n];
   const std::uint32_t prev = rec.owners[(vi + n - 1) % n];
 
-  auto report = Describe(rec.owners);
+  auto report = Describe(rec.owners, rec.report.get());
   report->id = next_report_id_++;
   report->victim = owners_[victim].full;
   report->step = decided;
@@ -1171,12 +1200,19 @@ void Coordinator::Impl::ChooseVictim(CycleRecord rec, bool report_mode) {
   Emit(DeadlockEvent{shared});
   rec.report = shared;
 
-  // Leases of the victim that the previous owner waits for: revoked.
+  // Leases of the victim that the previous owner waits for: revoked. When the
+  // previous owner is an earlier, unresponsive victim, its waits were dropped: what
+  // it waited for is in the record.
   std::vector<std::uint32_t> to_revoke;
-  for (std::uint32_t w : owners_[prev].waits) {
-    const WaitRec& rw = waits_[w];
-    for (std::uint32_t l = resources_[rw.resource].holder_head; l != kNone; l = leases_[l].res_next) {
-      if (leases_[l].owner == victim && !Compatible(leases_[l].mode, rw.mode)) to_revoke.push_back(l);
+  auto revoke_blocking = [&](std::uint32_t res, Mode mode) {
+    for (std::uint32_t l = resources_[res].holder_head; l != kNone; l = leases_[l].res_next) {
+      if (leases_[l].owner == victim && !Compatible(leases_[l].mode, mode)) to_revoke.push_back(l);
+    }
+  };
+  for (std::uint32_t w : owners_[prev].waits) revoke_blocking(waits_[w].resource, waits_[w].mode);
+  if (rec.victim != kNone && rec.owners[rec.victim] == prev) {
+    for (const auto& [name, mode] : rec.victim_waits) {
+      if (std::uint32_t res = FindResource(name); res != kNone) revoke_blocking(res, mode);
     }
   }
   // Waits of the victim that make its edge in the cycle: denied.
@@ -1196,6 +1232,8 @@ void Coordinator::Impl::ChooseVictim(CycleRecord rec, bool report_mode) {
     if (blocks) to_deny.push_back(w);
   }
   bool holds_doomed = false;
+  rec.victim_waits.clear();
+  for (std::uint32_t w : to_deny) rec.victim_waits.emplace_back(resources_[waits_[w].resource].name, waits_[w].mode);
   for (std::uint32_t w : to_deny) DenyWait(w, Code::kDeadlock, shared);
   std::sort(to_revoke.begin(), to_revoke.end());
   to_revoke.erase(std::unique(to_revoke.begin(), to_revoke.end()), to_revoke.end());
@@ -1212,6 +1250,19 @@ void Coordinator::Impl::ChooseVictim(CycleRecord rec, bool report_mode) {
     rec.deadline = now_ + config_.victim_grace_us;
     records_.push_back(std::move(rec));
   }
+}
+
+bool Coordinator::Impl::VictimEdgeStands(const CycleRecord& rec) const {
+  const std::size_t n = rec.owners.size();
+  const std::uint32_t next = rec.owners[(rec.victim + 1) % n];
+  for (const auto& [name, mode] : rec.victim_waits) {
+    const std::uint32_t res = FindResource(name);
+    if (res == kNone) continue;
+    for (std::uint32_t l = resources_[res].holder_head; l != kNone; l = leases_[l].res_next) {
+      if (leases_[l].owner == next && !Compatible(leases_[l].mode, mode)) return true;
+    }
+  }
+  return false;
 }
 
 void Coordinator::Impl::ProcessRecord(std::size_t i) {
@@ -1231,7 +1282,7 @@ void Coordinator::Impl::ProcessRecord(std::size_t i) {
   const std::uint32_t prev = rec.owners[(rec.victim + n - 1) % n];
   bool still_holds = owners_[victim].live && owners_[victim].gen == rec.gens[rec.victim] &&
                      edges_.count(EdgeKey(prev, victim));
-  if (still_holds && CycleStands(rec, rec.victim)) {
+  if (still_holds && CycleStands(rec, rec.victim) && VictimEdgeStands(rec)) {
     ++stats_.victims_unresponsive;
     Emit(VictimUnresponsiveEvent{rec.report});
     rec.unresponsive.push_back(rec.victim);
@@ -1484,7 +1535,7 @@ void Coordinator::Impl::DoAcquire(const Acquire& c, Reply& r) {
 
 void Coordinator::Impl::DoRenew(const Renew& c, Reply& r) {
   const std::uint32_t s = Authenticate(c.auth, r);
-  if (s == kNone) return;
+  if (s == kNone || (c.ttl_ms && !CheckTtl(*c.ttl_ms, r))) return;
   const std::uint32_t l = FindLease(c.lease);
   if (l == kNone) {
     Fail(r, Code::kNotOwner, "lease " + std::to_string(c.lease) + " is not held (released, expired or never granted)");
@@ -1556,22 +1607,20 @@ void Coordinator::Impl::DoHold(const Hold& c, Reply& r) {
     Fail(r, Code::kInternal, "fencing tokens of epoch " + std::to_string(epoch_) + " are used up");
     return;
   }
+  if (l != kNone && !leases_[l].reported && !Covers(leases_[l].mode, c.mode)) {
+    Fail(r, Code::kBadRequest, "owner '" + c.owner + "' holds a granted S lease on " + c.resource +
+                                   "; acquire X to upgrade it");
+    return;
+  }
   if (res == kNone) res = CreateResource(c.resource, tag);
   o = FindOrCreateOwner(s, c.owner, std::nullopt);
-  // The hold ends the owner's wait for this resource, if any.
+  // The hold ends the owner's wait for this resource, if any. The queue moves on
+  // only once the hold is recorded, so that nothing is granted past it.
   if (std::uint32_t w = FindWait(o, res); w != kNone) {
-    if (waits_[w].reported) EndWait(w);
-    else DenyWait(w, Code::kCancelled, nullptr);
+    if (waits_[w].reported) EndWait(w, /*pump=*/false);
+    else DenyWait(w, Code::kCancelled, nullptr, /*pump=*/false);
   }
-  const std::int64_t ttl_us = c.ttl_ms * 1000;
-  if (l != kNone) {
-    if (!Covers(leases_[l].mode, c.mode)) ChangeHoldMode(l, c.mode);
-    if (!leases_[l].revoked) {
-      leases_[l].ttl_us = ttl_us;
-      leases_[l].expires = now_ + ttl_us;
-      lease_timers_.Set(l, leases_[l].expires);
-    }
-  } else {
+  auto count_conflicts = [&] {
     bool counted = false;
     for (std::uint32_t x = resources_[res].holder_head; x != kNone; x = leases_[x].res_next) {
       if (leases_[x].owner != o && !Compatible(leases_[x].mode, c.mode)) {
@@ -1580,8 +1629,23 @@ void Coordinator::Impl::DoHold(const Hold& c, Reply& r) {
         Emit(ConflictingHoldEvent{sessions_[s].id, c.owner, c.resource, owners_[leases_[x].owner].full});
       }
     }
+  };
+  const std::int64_t ttl_us = c.ttl_ms * 1000;
+  if (l != kNone) {
+    if (!Covers(leases_[l].mode, c.mode)) {
+      count_conflicts();
+      ChangeHoldMode(l, c.mode);
+    }
+    if (!leases_[l].revoked) {
+      leases_[l].ttl_us = ttl_us;
+      leases_[l].expires = now_ + ttl_us;
+      lease_timers_.Set(l, leases_[l].expires);
+    }
+  } else {
+    count_conflicts();
     l = NewLease(o, res, c.mode, ttl_us, true, sites_.Intern(c.site));
   }
+  Pump(res);
   RenewSession(s);
   r.lease = leases_[l].id;
   r.token = leases_[l].token;

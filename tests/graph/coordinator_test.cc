@@ -1882,7 +1882,8 @@ TEST_F(ReportModeTest, UnresponsiveVictimInTwoOwnerCycleNextVictimSaysWhy) {
   Effects fx = Advance(10);
   EXPECT_EQ(Events(fx), "deadlock victim b/o2; denied b/o2 A DEADLOCK; revoked b/o2 B deadlock");
   fx = Advance(2000);
-  EXPECT_EQ(Events(fx), "deadlock victim a/o1; denied a/o1 B DEADLOCK; unresponsive b/o2");
+  // a/o1's hold on A is what the unresponsive b/o2 waited for: revoked too.
+  EXPECT_EQ(Events(fx), "deadlock victim a/o1; denied a/o1 B DEADLOCK; revoked a/o1 A deadlock; unresponsive b/o2");
   auto second = OnlyReport(fx);
   ASSERT_NE(second, nullptr);
   EXPECT_EQ(second->attempt, 2);
