@@ -4,6 +4,8 @@
 LOCKGRAPH_BUILD_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   libboost-graph-dev libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
+  libzmq3-dev cppzmq-dev libcereal-dev rapidjson-dev libspdlog-dev libcli11-dev libtomlplusplus-dev
+  python3 python3-zmq
 )
 
 # lockgraph_install_missing PKG...: apt-get installs whichever of PKG are missing,

@@ -1,0 +1,166 @@
+// The C++ client of lockgraphd: one session, its heartbeats and its events.
+//
+//   auto client = lockgraph::Client::Connect(options);       // hello
+//   if (!client.ok()) ...;                                   // error says why
+//   auto lease = client.value()->Acquire("tx-17", "account:7", Mode::kExclusive,
+//                                        30s /*ttl*/, 2s /*wait*/);
+//   if (lease.ok()) { use lease.value().token as the fencing token; }
+//   client.value()->Release(lease.value());
+//
+// Threading: a Client is safe to use from many threads at once. It owns one
+// background thread, which alone touches the ZeroMQ socket: it sends requests,
+// heartbeats at a third of the session TTL (acknowledging events as it goes),
+// reconnects with exponential backoff and jitter (trying each endpoint in turn), and
+// resends unanswered requests with their ids so that the daemon's reply cache makes
+// retries harmless. Event callbacks run on that thread: keep them short.
+//
+// Timeouts: no call blocks forever. A request waits at most
+// ClientOptions::request_timeout for its reply; a queued Acquire waits at most its
+// `wait` (plus request_timeout) for its grant, then cancels itself.
+#ifndef LOCKGRAPH_CLIENT_H_
+#define LOCKGRAPH_CLIENT_H_
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "lockgraph/protocol.h"
+
+namespace lockgraph {
+
+using graph::Code;
+using graph::Mode;
+using Millis = std::chrono::milliseconds;
+
+// An error as the daemon (or the client, for TIMEOUT of a lost daemon) reported it.
+struct Error {
+  Code code = Code::kInternal;
+  std::string message;
+  std::shared_ptr<const graph::DeadlockReport> deadlock;  // with kDeadlock
+};
+
+// A value or an error.
+template <typename T>
+class Result {
+ public:
+  Result(T value) : v_(std::move(value)) {}       // NOLINT: implicit by design
+  Result(Error error) : v_(std::move(error)) {}   // NOLINT
+  bool ok() const { return v_.index() == 0; }
+  const T& value() const& { return std::get<0>(v_); }
+  T& value() & { return std::get<0>(v_); }
+  T&& value() && { return std::get<0>(std::move(v_)); }
+  const Error& error() const { return std::get<1>(v_); }
+
+ private:
+  std::variant<T, Error> v_;
+};
+
+struct Ok {};
+using Status = Result<Ok>;
+
+struct ClientOptions {
+  std::vector<std::string> endpoints = {"tcp://127.0.0.1:7790"};
+  std::string client_name = "liblockgraph";
+  Millis session_ttl{10'000};
+  std::int32_t priority = 0;
+  protocol::Encoding encoding = protocol::Encoding::kBinary;
+  Millis request_timeout{5'000};  // per request, across resends
+  Millis resend_after{500};       // resend an unanswered request after this
+  Millis backoff_min{50};         // reconnect backoff, doubled up to backoff_max, with jitter
+  Millis backoff_max{2'000};
+  // A lease is treated as lost this long before the deadline computed from the
+  // send time of its last acknowledged grant or renewal.
+  Millis safety_margin{250};
+};
+
+struct Lease {
+  graph::LeaseId id = 0;
+  graph::Token token = 0;  // fencing token: pass it to the storage you protect
+  std::string owner;
+  std::string resource;
+  Mode mode = Mode::kExclusive;
+  bool reported = false;  // from Hold (report mode)
+  // Advisory: after this the lease may be gone. Only fencing tokens make it safe.
+  std::chrono::steady_clock::time_point valid_until;
+};
+
+class Client {
+ public:
+  // Connects and says hello. Fails with the daemon's error, or kTimeout when no
+  // endpoint answers within request_timeout.
+  static Result<std::unique_ptr<Client>> Connect(ClientOptions options);
+  ~Client();  // says bye (bounded by request_timeout) and stops the thread
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  const std::string& session() const;
+
+  // ---- arbitrate mode
+  // wait: 0 tries once (kTimeout if busy), a positive time queues that long, a
+  // negative one queues forever (the call still returns by request_timeout after
+  // the daemon stops answering). `started` from an earlier attempt keeps the
+  // owner's age across retries; the result carries the owner's `started`.
+  Result<Lease> Acquire(std::string_view owner, std::string_view resource, Mode mode, Millis ttl,
+                        Millis wait, std::string_view site = {},
+                        std::optional<std::int64_t> started = std::nullopt);
+  Status Release(const Lease& lease);
+  Result<Lease> Renew(const Lease& lease, std::optional<Millis> ttl = std::nullopt);
+  // The owner's `started` as last returned by the daemon, if known.
+  std::optional<std::int64_t> Started(std::string_view owner) const;
+
+  // ---- report mode
+  Result<Lease> Hold(std::string_view owner, std::string_view resource, Mode mode, Millis ttl,
+                     std::string_view site = {});
+  Status Wait(std::string_view owner, std::string_view resource, Mode mode, std::string_view site = {});
+  Status Unwait(std::string_view owner, std::string_view resource);
+  Status ReleaseReported(std::string_view owner, std::string_view resource);
+
+  // ---- events: revocations (with the deadlock report), denials, grants
+  // The callback runs on the client's thread; set it before acquiring.
+  void OnEvent(std::function<void(const protocol::Event&)> callback);
+  // Without a callback, events queue here; waits up to `timeout` for one.
+  std::optional<protocol::Event> PollEvent(Millis timeout);
+
+  // Any request (queries, revoke, batch). Session fields are filled in for
+  // session-scoped ops; the id is assigned by the client.
+  Result<protocol::Reply> Call(protocol::Request request);
+
+ private:
+  class Impl;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Releases its lease when it goes out of scope (unless released or moved from).
+class LeaseGuard {
+ public:
+  LeaseGuard(Client& client, Lease lease) : client_(&client), lease_(std::move(lease)) {}
+  LeaseGuard(LeaseGuard&& other) noexcept : client_(other.client_), lease_(std::move(other.lease_)) {
+    other.client_ = nullptr;
+  }
+  LeaseGuard& operator=(LeaseGuard&&) = delete;
+  LeaseGuard(const LeaseGuard&) = delete;
+  ~LeaseGuard() { Release(); }
+  const Lease& lease() const { return lease_; }
+  Status Release() {
+    if (client_ == nullptr) return Ok{};
+    Client* c = client_;
+    client_ = nullptr;
+    return c->Release(lease_);
+  }
+
+ private:
+  Client* client_;
+  Lease lease_;
+};
+
+}  // namespace lockgraph
+
+#endif  // LOCKGRAPH_CLIENT_H_

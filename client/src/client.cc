@@ -1,0 +1,1198 @@
+// lockgraph::Client: one session with lockgraphd, kept alive by a background thread.
+//
+// Threads. The background thread (the "I/O thread") alone owns the ZeroMQ DEALER
+// socket. API threads never touch a ZeroMQ socket: they put a PendingCall into `calls_`
+// (guarded by `mu_`), ask for a scan of the table, and wake the I/O thread by writing a
+// byte into a pipe that the thread polls next to the socket. The scan sends in id
+// order: the daemon refuses an id below one it has answered unless it cached that
+// reply, so a call must never overtake an older unsent one. Each call carries its own
+// condition variable; the I/O thread fills in the reply (or a failure) and notifies it.
+// A pipe rather than an inproc socket: an inproc socket's sending end would have to be
+// shared by every API thread, while write(2) on a pipe is safe from any thread.
+//
+// Retries. A call is sent at once, resent with the same id after resend_after (the
+// daemon's reply cache answers repeats), and when it has been sent twice on one
+// connection without any message from the daemon since, the connection is dropped
+// and the next endpoint is tried after an exponential, jittered backoff. A new
+// connection resends every unanswered call. The caller alone decides when to stop
+// waiting (request_timeout); a call whose late reply would leave state behind in the
+// daemon (an acquire granted or queued for nobody) keeps an "orphan" handler that
+// undoes it when the reply finally arrives.
+//
+// Session. Heartbeats go out every heartbeat_ms (a third of the session TTL) and, like
+// every session-scoped request, acknowledge the highest event seq delivered. When the
+// daemon answers UNKNOWN_SESSION, every lease the client believes it holds is reported
+// lost by a synthetic `revoked` event (seq 0, reason expired), queued acquires and
+// calls already sent under the old session fail with UNKNOWN_SESSION, and the client
+// says hello again; session-scoped calls not yet sent wait for the new session
+// (within their own timeout).
+//
+// Events. Replies and events arrive on the same socket. Events with a seq already
+// delivered are dropped; granted/denied events complete the queued Acquire with their
+// id; every event then goes to the callback (on the I/O thread, without `mu_` held)
+// or, with no callback, to the queue that PollEvent reads. A blocking Client method
+// called from the callback would wait for the very thread that runs it, so it fails
+// at once with kInternal instead.
+//
+// Lease deadlines (DESIGN.md "Time, durability, fail-over") are advisory:
+// valid_until = (a lower bound of when the daemon granted or renewed it) + ttl -
+// safety_margin. For a reply that lower bound is the first send of its request. For a
+// granted event it is the latest first-send among the requests answered on the same
+// connection before the event arrived (the daemon answered them before granting,
+// since one connection delivers in order), or the acquire's own first send when the
+// connection changed since.
+#include "lockgraph/client.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <list>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+#include <zmq.hpp>
+
+namespace lockgraph {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+using protocol::Event;
+using protocol::EventKind;
+using protocol::Op;
+using protocol::Reply;
+using protocol::Request;
+
+// Events wait here for PollEvent; beyond this the oldest are dropped.
+constexpr std::size_t kMaxQueuedEvents = 1 << 16;
+// The I/O thread looks at its timers at least this often.
+constexpr Millis kMaxPollWait{100};
+// Messages read per loop turn before the timers get a look.
+constexpr int kMaxReadsPerWake = 1024;
+// Large enough that a burst of calls never meets the send high-water mark.
+constexpr int kSendHighWater = 100'000;
+
+std::int64_t ToMillis(Clock::duration d) {
+  return std::chrono::duration_cast<Millis>(d).count();
+}
+
+Error ErrorOf(const Reply& reply) {
+  Error error;
+  error.code = reply.code;
+  error.message = reply.message.empty() ? std::string(graph::CodeName(reply.code)) : reply.message;
+  error.deadlock = reply.deadlock;
+  return error;
+}
+
+Error ErrorOfDenial(const Event& event) {
+  Error error;
+  error.code = event.code;
+  error.message = "acquire of " + event.resource + " by " + event.owner + " denied: " +
+                  std::string(graph::CodeName(event.code));
+  if (event.deadlock != nullptr) {
+    error.message += " (victim " + event.deadlock->victim;
+    if (!event.deadlock->why.empty()) error.message += ": " + event.deadlock->why;
+    error.message += ")";
+  }
+  error.deadlock = event.deadlock;
+  return error;
+}
+
+Error CallbackThreadError() {
+  return Error{Code::kInternal,
+               "lockgraph::Client called from its own event callback: it would block the thread "
+               "that reads the replies",
+               nullptr};
+}
+
+}  // namespace
+
+class Client::Impl {
+ public:
+  explicit Impl(ClientOptions options);
+  ~Impl();
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  // Starts the I/O thread and says hello.
+  Status Start();
+
+  const std::string& session() const;
+  Result<Lease> Acquire(std::string_view owner, std::string_view resource, Mode mode, Millis ttl,
+                        Millis wait, std::string_view site, std::optional<std::int64_t> started);
+  Status Release(const Lease& lease);
+  Result<Lease> Renew(const Lease& lease, std::optional<Millis> ttl);
+  std::optional<std::int64_t> Started(std::string_view owner) const;
+  Result<Lease> Hold(std::string_view owner, std::string_view resource, Mode mode, Millis ttl,
+                     std::string_view site);
+  Status Wait(std::string_view owner, std::string_view resource, Mode mode, std::string_view site);
+  Status Unwait(std::string_view owner, std::string_view resource);
+  Status ReleaseReported(std::string_view owner, std::string_view resource);
+  void OnEvent(std::function<void(const Event&)> callback);
+  std::optional<Event> PollEvent(Millis timeout);
+  Result<Reply> Call(Request request);
+
+ private:
+  struct PendingCall;
+  // Runs on the I/O thread with mu_ held when a call nobody waits for is answered.
+  using Handler = std::function<void(PendingCall&, const Reply&)>;
+
+  // One request in flight (or, for a queued acquire, waiting for its event).
+  // Every field is guarded by mu_.
+  struct PendingCall {
+    Request request;              // id assigned; session fields stamped at each send
+    bool session_scoped = false;  // carries session, secret and acked_seq
+    bool waiter = true;           // a caller waits on `cv`; false: background or abandoned
+    Handler orphan;               // takes the reply when no caller waits (may be empty)
+    TimePoint give_up = TimePoint::max();  // a call nobody waits for is dropped then
+    bool awaits_event = false;    // an Acquire: a `queued` reply is followed by an event
+    bool wait_forever = false;    // ... with wait < 0
+    // Transport (written by the I/O thread).
+    int sends = 0;                // sends on the current connection; 0: due now
+    bool ever_sent = false;
+    TimePoint first_sent;         // first send on any connection
+    std::uint64_t first_connection = 0;  // connection_ at the first send
+    TimePoint last_sent;
+    std::string sent_session;     // the session its last send carried
+    // Completion.
+    bool replied = false;
+    Reply reply;
+    std::optional<Error> failure;     // the client gave up on the daemon's behalf
+    bool queued = false;              // replied queued: waiting for `event`
+    std::optional<Event> event;       // granted/denied for this acquire
+    TimePoint grant_bound;            // lower bound of the grant time of `event`
+    std::condition_variable cv;
+  };
+
+  struct TrackedLease {
+    std::string owner;
+    std::string resource;
+    Mode mode = Mode::kExclusive;
+    graph::Token token = 0;
+    std::optional<Millis> ttl;
+  };
+
+  // What a completed exchange gives its caller.
+  struct Answer {
+    Reply reply;
+    TimePoint sent_at;  // first send of the request
+  };
+
+  // ---- API side
+  bool OnIoThread() const { return std::this_thread::get_id() == io_thread_id_.load(); }
+  std::shared_ptr<PendingCall> NewCall(Request request, Handler orphan = {});
+  // Registers the call and wakes the I/O thread; false when the client is closing.
+  bool Submit(const std::shared_ptr<PendingCall>& call);
+  // Waits for the reply until `deadline`; on timeout abandons the call.
+  Result<Answer> Await(const std::shared_ptr<PendingCall>& call, TimePoint deadline);
+  Result<Answer> Exchange(Request request, Handler orphan = {});
+  Result<Lease> CancelQueued(const Request& acquire, TimePoint acquire_sent, Millis ttl,
+                             Millis waited);
+  Lease MakeLease(const Request& request, graph::LeaseId id, graph::Token token, TimePoint from,
+                  Millis ttl, bool reported) const;
+  void Wake();
+  void Close();
+  // REQUIRES: mu_ held.
+  void Abandon(PendingCall& call);
+  Error TimeoutError(Clock::duration waited) const;  // REQUIRES: mu_ held
+
+  // ---- I/O thread
+  void Run();
+  void HandleFrame(const std::string& frame, TimePoint now, std::vector<Event>& events);
+  void HandleReply(const Reply& reply, TimePoint now, std::vector<Event>& events);
+  void HandleEvent(Event event, TimePoint now, std::vector<Event>& events);
+  void TrackReply(const PendingCall& call, const Reply& reply);
+  void Deliver(std::vector<Event>& events);
+  void Tick(TimePoint now, std::vector<std::string>& frames);
+  void SendCall(PendingCall& call, TimePoint now, std::vector<std::string>& frames);
+  bool Sendable(const PendingCall& call) const;
+  bool OpenSocket(TimePoint now);
+  void DropConnection(TimePoint now);
+  void LoseSession(TimePoint now, std::vector<Event>& events);
+  void InstallSession(const Reply& reply, TimePoint now);
+  void StartHello(TimePoint now);
+  // Background requests: sent by the I/O thread, answered to `orphan`.
+  std::uint64_t Background(Request request, Handler orphan, TimePoint give_up);
+  void BackgroundRelease(graph::LeaseId lease, TimePoint now);
+  void BackgroundUnwait(const std::string& owner, const std::string& resource, TimePoint now);
+  Millis Jittered(Millis base);
+  const std::string& CurrentSession() const;  // REQUIRES: mu_ held
+
+  const ClientOptions options_;
+  zmq::context_t context_;
+  int wake_read_ = -1;   // read end: polled by the I/O thread
+  int wake_write_ = -1;  // write end: any thread
+  std::thread thread_;
+  std::atomic<std::thread::id> io_thread_id_{};
+
+  mutable std::mutex mu_;
+  bool stopping_ = false;                               // GUARDED_BY(mu_)
+  std::uint64_t next_id_ = 1;                           // GUARDED_BY(mu_)
+  std::map<std::uint64_t, std::shared_ptr<PendingCall>> calls_;  // GUARDED_BY(mu_)
+  // Every session this client has had, the current one last. Elements never change
+  // once added, so session() can hand out a reference.
+  std::list<std::string> sessions_;                     // GUARDED_BY(mu_)
+  std::string secret_;                                  // GUARDED_BY(mu_)
+  bool session_ok_ = false;                             // GUARDED_BY(mu_)
+  bool rehello_due_ = false;                            // GUARDED_BY(mu_)
+  TimePoint rehello_at_;                                // GUARDED_BY(mu_)
+  Millis heartbeat_interval_;                           // GUARDED_BY(mu_)
+  TimePoint next_heartbeat_ = TimePoint::max();         // GUARDED_BY(mu_)
+  std::uint64_t heartbeat_id_ = 0;                      // GUARDED_BY(mu_): 0: none out
+  std::uint64_t hello_id_ = 0;                          // GUARDED_BY(mu_): re-hello out
+  std::uint64_t last_seq_ = 0;                          // GUARDED_BY(mu_): highest delivered
+  std::unordered_map<graph::LeaseId, TrackedLease> leases_;  // GUARDED_BY(mu_)
+  std::unordered_map<std::string, std::int64_t> started_;   // GUARDED_BY(mu_)
+  std::shared_ptr<std::function<void(const Event&)>> callback_;  // GUARDED_BY(mu_)
+  std::deque<Event> events_;                            // GUARDED_BY(mu_)
+  std::condition_variable events_cv_;                   // signalled with mu_
+  std::string endpoint_;                                // GUARDED_BY(mu_): current or last
+  std::string transport_error_;                         // GUARDED_BY(mu_): last, if any
+  TimePoint last_heard_;                                // GUARDED_BY(mu_): any message
+  TimePoint oldest_unanswered_ = TimePoint::max();      // GUARDED_BY(mu_)
+  std::uint64_t connection_ = 0;                        // GUARDED_BY(mu_): generation
+  TimePoint reply_bound_;                               // GUARDED_BY(mu_): see top
+  TimePoint next_scan_;                                 // GUARDED_BY(mu_)
+  bool reconnect_requested_ = false;                    // GUARDED_BY(mu_)
+  std::string leader_hint_;                             // GUARDED_BY(mu_): NOT_LEADER
+  std::size_t endpoint_index_ = 0;                      // GUARDED_BY(mu_)
+  Millis backoff_;                                      // GUARDED_BY(mu_)
+  TimePoint reconnect_at_;                              // GUARDED_BY(mu_)
+
+  // I/O thread only.
+  std::optional<zmq::socket_t> socket_;
+  std::mt19937_64 rng_{std::random_device{}()};
+};
+
+// ------------------------------------------------------------------ setup
+
+Client::Impl::Impl(ClientOptions options)
+    : options_(std::move(options)),
+      context_(1),
+      heartbeat_interval_(std::max<Millis>(Millis{1}, options_.session_ttl / 3)),
+      backoff_(options_.backoff_min) {}
+
+Client::Impl::~Impl() { Close(); }
+
+Status Client::Impl::Start() {
+  int fds[2];
+  if (::pipe(fds) != 0) return Error{Code::kInternal, "pipe: " + std::string(strerror(errno)), nullptr};
+  wake_read_ = fds[0];
+  wake_write_ = fds[1];
+  for (int fd : fds) {
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+  thread_ = std::thread([this] { Run(); });
+  io_thread_id_ = thread_.get_id();
+
+  Request hello;
+  hello.op = Op::kHello;
+  hello.client = options_.client_name;
+  hello.ttl_ms = options_.session_ttl.count();
+  hello.priority = options_.priority;
+  auto answer = Exchange(std::move(hello));
+  if (!answer.ok()) return answer.error();
+  if (!answer.value().reply.ok()) return ErrorOf(answer.value().reply);
+  std::lock_guard lock(mu_);
+  if (!session_ok_) return Error{Code::kInternal, "hello reply without a session", nullptr};
+  return Ok{};
+}
+
+void Client::Impl::Close() {
+  if (!thread_.joinable()) return;
+  bool say_bye;
+  {
+    std::lock_guard lock(mu_);
+    say_bye = session_ok_ && !stopping_;
+  }
+  if (say_bye) {
+    Request bye;
+    bye.op = Op::kBye;
+    (void)Exchange(std::move(bye));  // bounded by request_timeout; nothing to do on failure
+  }
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    for (auto& [id, call] : calls_) {
+      if (!call->waiter) continue;
+      call->failure = Error{Code::kCancelled, "the client is closing", nullptr};
+      call->cv.notify_all();
+    }
+    calls_.clear();
+    session_ok_ = false;
+  }
+  events_cv_.notify_all();
+  Wake();
+  thread_.join();
+  ::close(wake_read_);
+  ::close(wake_write_);
+  wake_read_ = wake_write_ = -1;
+}
+
+void Client::Impl::Wake() {
+  const char byte = 1;
+  // EAGAIN means the pipe is full of wake-ups already: good enough.
+  [[maybe_unused]] auto n = ::write(wake_write_, &byte, 1);
+}
+
+// ------------------------------------------------------------------ API side
+
+std::shared_ptr<Client::Impl::PendingCall> Client::Impl::NewCall(Request request, Handler orphan) {
+  auto call = std::make_shared<PendingCall>();
+  call->session_scoped = protocol::IsSessionScoped(request.op);
+  call->request = std::move(request);
+  call->orphan = std::move(orphan);
+  return call;
+}
+
+bool Client::Impl::Submit(const std::shared_ptr<PendingCall>& call) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return false;
+    call->request.id = next_id_++;
+    calls_.emplace(call->request.id, call);
+    next_scan_ = TimePoint{};  // at once
+  }
+  Wake();
+  return true;
+}
+
+Error Client::Impl::TimeoutError(Clock::duration waited) const {
+  std::string message = "no reply from " + (endpoint_.empty() ? std::string("any endpoint") : endpoint_) +
+                        " within " + std::to_string(ToMillis(waited)) + " ms";
+  if (!transport_error_.empty()) message += " (" + transport_error_ + ")";
+  return Error{Code::kTimeout, std::move(message), nullptr};
+}
+
+void Client::Impl::Abandon(PendingCall& call) {
+  call.waiter = false;
+  if (call.orphan && !call.replied) {
+    // Stays registered (and resent) so that its late reply can be undone.
+    call.give_up = Clock::now() + options_.session_ttl;
+  } else {
+    calls_.erase(call.request.id);
+  }
+}
+
+Result<Client::Impl::Answer> Client::Impl::Await(const std::shared_ptr<PendingCall>& call,
+                                                 TimePoint deadline) {
+  std::unique_lock lock(mu_);
+  call->cv.wait_until(lock, deadline, [&] { return call->replied || call->failure.has_value(); });
+  if (call->failure) return *call->failure;
+  if (!call->replied) {
+    Abandon(*call);
+    return TimeoutError(options_.request_timeout);
+  }
+  return Answer{call->reply, call->first_sent};
+}
+
+Result<Client::Impl::Answer> Client::Impl::Exchange(Request request, Handler orphan) {
+  const TimePoint deadline = Clock::now() + options_.request_timeout;
+  auto call = NewCall(std::move(request), std::move(orphan));
+  if (!Submit(call)) return Error{Code::kCancelled, "the client is closing", nullptr};
+  return Await(call, deadline);
+}
+
+Lease Client::Impl::MakeLease(const Request& request, graph::LeaseId id, graph::Token token,
+                              TimePoint from, Millis ttl, bool reported) const {
+  Lease lease;
+  lease.id = id;
+  lease.token = token;
+  lease.owner = request.owner;
+  lease.resource = request.resource;
+  lease.mode = request.mode;
+  lease.reported = reported;
+  lease.valid_until = from + ttl - options_.safety_margin;
+  return lease;
+}
+
+const std::string& Client::Impl::session() const {
+  static const std::string kNone;
+  std::lock_guard lock(mu_);
+  return sessions_.empty() ? kNone : sessions_.back();
+}
+
+Result<Lease> Client::Impl::Acquire(std::string_view owner, std::string_view resource, Mode mode,
+                                    Millis ttl, Millis wait, std::string_view site,
+                                    std::optional<std::int64_t> started) {
+  if (OnIoThread()) return CallbackThreadError();
+  const TimePoint start = Clock::now();
+  Request request;
+  request.op = Op::kAcquire;
+  request.owner = owner;
+  request.resource = resource;
+  request.mode = mode;
+  request.ttl_ms = ttl.count();
+  request.wait_ms = wait.count() < 0 ? -1 : wait.count();
+  request.site = site;
+  request.started = started;
+  const Request sent = request;
+
+  // A caller that gives up before the reply must not leave a grant or a queued wait
+  // behind: the late reply is undone.
+  auto call = NewCall(std::move(request), [this](PendingCall& c, const Reply& reply) {
+    if (!reply.ok()) return;
+    const TimePoint now = Clock::now();
+    if (reply.granted && reply.lease) {
+      BackgroundRelease(*reply.lease, now);
+    } else if (reply.queued && !c.event) {
+      BackgroundUnwait(c.request.owner, c.request.resource, now);
+    }
+  });
+  call->awaits_event = true;
+  call->wait_forever = wait.count() < 0;
+  if (!Submit(call)) return Error{Code::kCancelled, "the client is closing", nullptr};
+
+  std::unique_lock lock(mu_);
+  call->cv.wait_until(lock, start + options_.request_timeout,
+                      [&] { return call->replied || call->failure.has_value(); });
+  if (call->failure) return *call->failure;
+  if (!call->replied) {
+    Abandon(*call);
+    return TimeoutError(options_.request_timeout);
+  }
+  const Reply reply = call->reply;
+  if (!reply.ok()) return ErrorOf(reply);
+  if (reply.granted) {
+    if (!reply.lease || !reply.token) {
+      return Error{Code::kInternal, "acquire granted without lease or token", nullptr};
+    }
+    return MakeLease(sent, *reply.lease, *reply.token, call->first_sent, ttl, false);
+  }
+  if (!reply.queued) return Error{Code::kInternal, "acquire reply neither granted nor queued", nullptr};
+
+  // Queued: the granted or denied event completes the call.
+  auto done = [&] { return call->event.has_value() || call->failure.has_value(); };
+  if (call->wait_forever) {
+    call->cv.wait(lock, done);
+  } else {
+    call->cv.wait_until(lock, start + wait + options_.request_timeout, done);
+  }
+  if (call->event) {
+    const Event event = *call->event;
+    if (event.kind == EventKind::kGranted) {
+      return MakeLease(sent, event.lease, event.token, call->grant_bound, ttl, false);
+    }
+    return ErrorOfDenial(event);
+  }
+  if (call->failure) return *call->failure;
+  // The deadline passed with no word from the daemon: cancel the wait ourselves.
+  calls_.erase(call->request.id);
+  const TimePoint acquire_sent = call->first_sent;
+  lock.unlock();
+  return CancelQueued(sent, acquire_sent, ttl,
+                      std::chrono::duration_cast<Millis>(Clock::now() - start));
+}
+
+Result<Lease> Client::Impl::CancelQueued(const Request& acquire, TimePoint acquire_sent, Millis ttl,
+                                         Millis waited) {
+  Request unwait;
+  unwait.op = Op::kUnwait;
+  unwait.owner = acquire.owner;
+  unwait.resource = acquire.resource;
+  auto answer = Exchange(std::move(unwait), [this](PendingCall&, const Reply& reply) {
+    if (reply.ok() && reply.granted && reply.lease) BackgroundRelease(*reply.lease, Clock::now());
+  });
+  const std::string what = "acquire of " + acquire.resource + " by " + acquire.owner +
+                           " not granted within " + std::to_string(waited.count()) + " ms";
+  if (!answer.ok()) return Error{Code::kTimeout, what + "; cancelling it: " + answer.error().message, nullptr};
+  const Reply& reply = answer.value().reply;
+  if (reply.ok() && reply.granted && reply.lease && reply.token) {
+    // The grant won the race. When it happened is unknown beyond "after the acquire
+    // was sent", hence the conservative deadline.
+    return MakeLease(acquire, *reply.lease, *reply.token, acquire_sent, ttl, false);
+  }
+  if (!reply.ok()) return Error{Code::kTimeout, what + "; cancelling it: " + ErrorOf(reply).message, nullptr};
+  return Error{Code::kTimeout, what, nullptr};
+}
+
+Status Client::Impl::Release(const Lease& lease) {
+  if (OnIoThread()) return CallbackThreadError();
+  Request request;
+  request.op = Op::kRelease;
+  request.lease = lease.id;
+  auto answer = Exchange(std::move(request));
+  if (!answer.ok()) return answer.error();
+  if (!answer.value().reply.ok()) return ErrorOf(answer.value().reply);
+  return Ok{};
+}
+
+Result<Lease> Client::Impl::Renew(const Lease& lease, std::optional<Millis> ttl) {
+  if (OnIoThread()) return CallbackThreadError();
+  Request request;
+  request.op = Op::kRenew;
+  request.lease = lease.id;
+  if (ttl) request.ttl_ms = ttl->count();
+  auto answer = Exchange(std::move(request));
+  if (!answer.ok()) return answer.error();
+  const Reply& reply = answer.value().reply;
+  if (!reply.ok()) return ErrorOf(reply);
+  Lease renewed = lease;
+  if (reply.token) renewed.token = *reply.token;
+  std::optional<Millis> lasts;
+  if (reply.expires_in_ms) {
+    lasts = Millis{*reply.expires_in_ms};
+  } else if (ttl) {
+    lasts = *ttl;
+  } else {
+    std::lock_guard lock(mu_);
+    auto it = leases_.find(lease.id);
+    if (it != leases_.end()) lasts = it->second.ttl;
+  }
+  if (lasts) renewed.valid_until = answer.value().sent_at + *lasts - options_.safety_margin;
+  return renewed;
+}
+
+std::optional<std::int64_t> Client::Impl::Started(std::string_view owner) const {
+  std::lock_guard lock(mu_);
+  auto it = started_.find(std::string(owner));
+  if (it == started_.end()) return std::nullopt;
+  return it->second;
+}
+
+Result<Lease> Client::Impl::Hold(std::string_view owner, std::string_view resource, Mode mode,
+                                 Millis ttl, std::string_view site) {
+  if (OnIoThread()) return CallbackThreadError();
+  Request request;
+  request.op = Op::kHold;
+  request.owner = owner;
+  request.resource = resource;
+  request.mode = mode;
+  request.ttl_ms = ttl.count();
+  request.site = site;
+  const Request sent = request;
+  auto answer = Exchange(std::move(request));
+  if (!answer.ok()) return answer.error();
+  const Reply& reply = answer.value().reply;
+  if (!reply.ok()) return ErrorOf(reply);
+  return MakeLease(sent, reply.lease.value_or(0), reply.token.value_or(0), answer.value().sent_at,
+                   ttl, true);
+}
+
+Status Client::Impl::Wait(std::string_view owner, std::string_view resource, Mode mode,
+                          std::string_view site) {
+  if (OnIoThread()) return CallbackThreadError();
+  Request request;
+  request.op = Op::kWait;
+  request.owner = owner;
+  request.resource = resource;
+  request.mode = mode;
+  request.site = site;
+  auto answer = Exchange(std::move(request));
+  if (!answer.ok()) return answer.error();
+  if (!answer.value().reply.ok()) return ErrorOf(answer.value().reply);
+  return Ok{};
+}
+
+Status Client::Impl::Unwait(std::string_view owner, std::string_view resource) {
+  if (OnIoThread()) return CallbackThreadError();
+  Request request;
+  request.op = Op::kUnwait;
+  request.owner = owner;
+  request.resource = resource;
+  auto answer = Exchange(std::move(request));
+  if (!answer.ok()) return answer.error();
+  if (!answer.value().reply.ok()) return ErrorOf(answer.value().reply);
+  return Ok{};
+}
+
+Status Client::Impl::ReleaseReported(std::string_view owner, std::string_view resource) {
+  if (OnIoThread()) return CallbackThreadError();
+  Request request;
+  request.op = Op::kRelease;
+  request.owner = owner;
+  request.resource = resource;
+  auto answer = Exchange(std::move(request));
+  if (!answer.ok()) return answer.error();
+  if (!answer.value().reply.ok()) return ErrorOf(answer.value().reply);
+  return Ok{};
+}
+
+void Client::Impl::OnEvent(std::function<void(const Event&)> callback) {
+  std::lock_guard lock(mu_);
+  if (callback) {
+    callback_ = std::make_shared<std::function<void(const Event&)>>(std::move(callback));
+  } else {
+    callback_.reset();
+  }
+}
+
+std::optional<Event> Client::Impl::PollEvent(Millis timeout) {
+  std::unique_lock lock(mu_);
+  if (!OnIoThread()) {
+    events_cv_.wait_for(lock, timeout, [&] { return !events_.empty() || stopping_; });
+  }
+  if (events_.empty()) return std::nullopt;
+  Event event = std::move(events_.front());
+  events_.pop_front();
+  return event;
+}
+
+Result<Reply> Client::Impl::Call(Request request) {
+  if (OnIoThread()) return CallbackThreadError();
+  if (request.op == Op::kHello || request.op == Op::kBye) {
+    return Error{Code::kBadRequest,
+                 "the client manages its own session: hello and bye are not available through Call",
+                 nullptr};
+  }
+  auto answer = Exchange(std::move(request));
+  if (!answer.ok()) return answer.error();
+  if (!answer.value().reply.ok()) return ErrorOf(answer.value().reply);
+  return std::move(answer.value().reply);
+}
+
+// ------------------------------------------------------------------ I/O thread
+
+void Client::Impl::Run() {
+  std::vector<std::string> inbound;
+  std::vector<std::string> frames;
+  std::vector<Event> events;
+  {
+    std::lock_guard lock(mu_);
+    OpenSocket(Clock::now());
+  }
+  for (;;) {
+    // Sleep until the socket or the pipe has something, or the next timer.
+    Millis timeout = kMaxPollWait;
+    {
+      std::lock_guard lock(mu_);
+      const TimePoint now = Clock::now();
+      TimePoint next = std::min(next_scan_, now + kMaxPollWait);
+      if (session_ok_) next = std::min(next, next_heartbeat_);
+      if (!socket_) next = std::min(next, reconnect_at_);
+      if (rehello_due_) next = std::min(next, rehello_at_);
+      timeout = std::clamp(std::chrono::ceil<Millis>(next - now), Millis{0}, kMaxPollWait);
+    }
+    std::array<zmq::pollitem_t, 2> items{};
+    items[0] = {nullptr, wake_read_, ZMQ_POLLIN, 0};
+    std::size_t count = 1;
+    if (socket_) {
+      items[1] = {socket_->handle(), 0, ZMQ_POLLIN, 0};
+      count = 2;
+    }
+    try {
+      zmq::poll(items.data(), count, timeout);
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) {
+        std::lock_guard lock(mu_);
+        transport_error_ = std::string("poll: ") + e.what();
+      }
+    }
+    char drain[64];
+    while (::read(wake_read_, drain, sizeof drain) > 0) {
+    }
+
+    inbound.clear();
+    bool broken = false;
+    try {
+      // Bounded, so that a flood of events cannot starve the timers.
+      for (int read = 0; socket_ && read < kMaxReadsPerWake; ++read) {
+        zmq::message_t message;
+        if (!socket_->recv(message, zmq::recv_flags::dontwait)) break;
+        std::string frame = message.to_string();
+        while (message.more()) {  // a multi-part message: the payload is its last part
+          if (!socket_->recv(message, zmq::recv_flags::none)) break;
+          frame = message.to_string();
+        }
+        inbound.push_back(std::move(frame));
+      }
+    } catch (const zmq::error_t& e) {
+      broken = true;
+      std::lock_guard lock(mu_);
+      transport_error_ = std::string("receive: ") + e.what();
+    }
+
+    events.clear();
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) break;
+      const TimePoint now = Clock::now();
+      for (const std::string& frame : inbound) HandleFrame(frame, now, events);
+      if (broken) reconnect_requested_ = true;
+    }
+    // Delivered before the next request goes out, so that acked_seq never runs ahead
+    // of the callback.
+    Deliver(events);
+
+    frames.clear();
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) break;
+      Tick(Clock::now(), frames);
+    }
+    for (const std::string& frame : frames) {
+      if (!socket_) break;
+      try {
+        // EAGAIN (high-water mark) loses the frame; it is resent like a lost one.
+        (void)socket_->send(zmq::buffer(frame), zmq::send_flags::dontwait);
+      } catch (const zmq::error_t& e) {
+        std::lock_guard lock(mu_);
+        transport_error_ = std::string("send: ") + e.what();
+        reconnect_requested_ = true;
+        break;
+      }
+    }
+  }
+  socket_.reset();  // linger 0: nothing waits for the peer
+}
+
+void Client::Impl::HandleFrame(const std::string& frame, TimePoint now, std::vector<Event>& events) {
+  auto decoded = protocol::DecodeServerMessage(frame);
+  if (std::holds_alternative<protocol::DecodeError>(decoded)) return;  // not ours to fix
+  last_heard_ = now;
+  backoff_ = options_.backoff_min;
+  transport_error_.clear();
+  auto& message = std::get<protocol::ServerMessage>(decoded);
+  if (auto* reply = std::get_if<Reply>(&message)) {
+    HandleReply(*reply, now, events);
+  } else {
+    HandleEvent(std::move(std::get<Event>(message)), now, events);
+  }
+}
+
+void Client::Impl::HandleReply(const Reply& reply, TimePoint now, std::vector<Event>& events) {
+  auto it = calls_.find(reply.id);
+  if (it == calls_.end()) return;  // late, duplicate, or id 0 (unparseable request)
+  std::shared_ptr<PendingCall> call = it->second;
+  if (call->replied) return;  // a queued acquire, answered already
+  if (reply.code == Code::kNotLeader) {
+    // Not an answer: go where the leader is and ask again there.
+    leader_hint_ = reply.leader;
+    reconnect_requested_ = true;
+    return;
+  }
+  if (call->ever_sent) reply_bound_ = std::max(reply_bound_, call->first_sent);
+  if (call->request.op == Op::kHello) {
+    if (call->request.id == hello_id_) hello_id_ = 0;
+    if (reply.ok()) {
+      InstallSession(reply, now);
+    } else if (!call->waiter) {
+      // A re-hello refused (LIMIT, GRACE, ...): try again later.
+      rehello_due_ = true;
+      rehello_at_ = now + Jittered(std::max(backoff_, heartbeat_interval_));
+    }
+  }
+  if (call->request.op == Op::kHeartbeat && call->request.id == heartbeat_id_) heartbeat_id_ = 0;
+  // After bye the session is gone on purpose: no heartbeat may find it missing.
+  if (call->request.op == Op::kBye && reply.ok()) session_ok_ = false;
+  TrackReply(*call, reply);
+
+  call->replied = true;
+  call->reply = reply;
+  const bool lost_session = call->session_scoped && reply.code == Code::kUnknownSession &&
+                            session_ok_ && call->sent_session == CurrentSession();
+  if (call->waiter && call->awaits_event && reply.ok() && reply.queued && !call->event) {
+    call->queued = true;  // stays registered until its event
+  } else {
+    calls_.erase(it);
+  }
+  if (!call->waiter && call->orphan) call->orphan(*call, reply);
+  call->cv.notify_all();
+  if (lost_session) LoseSession(now, events);
+}
+
+void Client::Impl::TrackReply(const PendingCall& call, const Reply& reply) {
+  const Request& r = call.request;
+  if (r.op == Op::kAcquire && reply.started) started_[r.owner] = *reply.started;
+  if (!reply.ok()) {
+    if (r.op == Op::kRelease && reply.code == Code::kNotOwner && r.lease) leases_.erase(*r.lease);
+    return;
+  }
+  switch (r.op) {
+    case Op::kAcquire:
+    case Op::kHold:
+    case Op::kUnwait:
+      if ((r.op == Op::kHold || reply.granted) && reply.lease) {
+        std::optional<Millis> ttl;
+        if (r.ttl_ms) ttl = Millis{*r.ttl_ms};
+        leases_[*reply.lease] =
+            TrackedLease{r.owner, r.resource, r.mode, reply.token.value_or(0), ttl};
+      }
+      break;
+    case Op::kRenew:
+      if (r.lease && r.ttl_ms) {
+        auto it = leases_.find(*r.lease);
+        if (it != leases_.end()) it->second.ttl = Millis{*r.ttl_ms};
+      }
+      break;
+    case Op::kRelease:
+      if (r.lease) {
+        leases_.erase(*r.lease);
+      } else {
+        std::erase_if(leases_, [&](const auto& entry) {
+          return entry.second.owner == r.owner && entry.second.resource == r.resource;
+        });
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+void Client::Impl::HandleEvent(Event event, TimePoint now, std::vector<Event>& events) {
+  if (event.seq <= last_seq_) return;  // seen before: resent after a reconnect
+  last_seq_ = event.seq;
+  switch (event.kind) {
+    case EventKind::kGranted:
+      leases_[event.lease] = TrackedLease{event.owner, event.resource, event.mode, event.token, std::nullopt};
+      break;
+    case EventKind::kRevoked:
+      leases_.erase(event.lease);
+      break;
+    default:
+      break;
+  }
+  if ((event.kind == EventKind::kGranted || event.kind == EventKind::kDenied) && event.id != 0) {
+    auto it = calls_.find(event.id);
+    if (it != calls_.end() && it->second->awaits_event && !it->second->event) {
+      std::shared_ptr<PendingCall> call = it->second;
+      call->event = event;
+      call->grant_bound = call->first_sent;
+      if (call->first_connection == connection_) {
+        call->grant_bound = std::max(call->grant_bound, reply_bound_);
+      }
+      // Pass the TTL on, so that Renew without one knows it.
+      if (event.kind == EventKind::kGranted && call->request.ttl_ms) {
+        leases_[event.lease].ttl = Millis{*call->request.ttl_ms};
+      }
+      if (call->waiter) {
+        if (call->queued) calls_.erase(it);  // else its reply still has to come
+        call->cv.notify_all();
+      } else {
+        // Its caller left: a grant nobody will use goes back at once.
+        if (event.kind == EventKind::kGranted) BackgroundRelease(event.lease, now);
+        if (call->replied) calls_.erase(it);
+      }
+    }
+  }
+  events.push_back(std::move(event));
+}
+
+void Client::Impl::Deliver(std::vector<Event>& events) {
+  for (Event& event : events) {
+    std::shared_ptr<std::function<void(const Event&)>> callback;
+    {
+      std::lock_guard lock(mu_);
+      callback = callback_;
+      if (!callback) {
+        if (events_.size() >= kMaxQueuedEvents) events_.pop_front();
+        events_.push_back(std::move(event));
+        events_cv_.notify_one();
+        continue;
+      }
+    }
+    try {
+      (*callback)(event);
+    } catch (...) {
+      // A throwing callback must not take the session down with it.
+    }
+  }
+  events.clear();
+}
+
+bool Client::Impl::Sendable(const PendingCall& call) const {
+  return socket_.has_value() && (!call.session_scoped || session_ok_);
+}
+
+void Client::Impl::SendCall(PendingCall& call, TimePoint now, std::vector<std::string>& frames) {
+  if (call.session_scoped) {
+    call.request.session = CurrentSession();
+    call.request.secret = secret_;
+    call.request.acked_seq = last_seq_;
+    call.sent_session = call.request.session;
+  }
+  frames.push_back(protocol::EncodeRequest(call.request, options_.encoding));
+  if (!call.ever_sent) {
+    call.ever_sent = true;
+    call.first_sent = now;
+    call.first_connection = connection_;
+  }
+  ++call.sends;
+  call.last_sent = now;
+  next_scan_ = std::min(next_scan_, now + options_.resend_after);
+}
+
+void Client::Impl::Tick(TimePoint now, std::vector<std::string>& frames) {
+  if (reconnect_requested_) DropConnection(now);
+  if (!socket_ && now >= reconnect_at_) OpenSocket(now);
+
+  if (socket_) {
+    if (rehello_due_ && now >= rehello_at_ && hello_id_ == 0) {
+      rehello_due_ = false;
+      StartHello(now);
+    }
+    if (session_ok_ && now >= next_heartbeat_) {
+      if (heartbeat_id_ == 0) {  // one at a time: an unanswered one is being resent
+        Request heartbeat;
+        heartbeat.op = Op::kHeartbeat;
+        heartbeat_id_ = Background(std::move(heartbeat), {}, TimePoint::max());
+      }
+      next_heartbeat_ = now + heartbeat_interval_;
+    }
+  }
+
+  // New calls, resends, held-back calls, reconnection and the unreachable check.
+  if (now >= next_scan_) {
+    next_scan_ = now + kMaxPollWait;
+    oldest_unanswered_ = TimePoint::max();
+    for (auto it = calls_.begin(); it != calls_.end();) {
+      PendingCall& call = *it->second;
+      if (!call.waiter && now >= call.give_up) {
+        it = calls_.erase(it);
+        continue;
+      }
+      ++it;
+      if (call.replied) continue;
+      if (call.ever_sent && (!call.session_scoped || session_ok_)) {
+        oldest_unanswered_ = std::min(oldest_unanswered_, call.first_sent);
+      }
+      if (!Sendable(call)) continue;
+      if (call.sends == 0) {
+        SendCall(call, now, frames);
+      } else if (now - call.last_sent >= options_.resend_after) {
+        if (call.sends >= 2 && last_heard_ < call.last_sent) {
+          reconnect_requested_ = true;  // two sends, not a word since: the link is dead
+        } else {
+          SendCall(call, now, frames);
+        }
+      } else {
+        next_scan_ = std::min(next_scan_, call.last_sent + options_.resend_after);
+      }
+    }
+    if (reconnect_requested_) {
+      frames.clear();
+      DropConnection(now);
+    }
+  }
+
+  // A forever-queued acquire gives up once the daemon has been silent for
+  // request_timeout while something waited for its answer.
+  if (oldest_unanswered_ != TimePoint::max() &&
+      now - std::max(last_heard_, oldest_unanswered_) >= options_.request_timeout) {
+    for (auto it = calls_.begin(); it != calls_.end();) {
+      PendingCall& call = *it->second;
+      if (call.queued && call.wait_forever && call.waiter) {
+        call.failure = TimeoutError(now - std::max(last_heard_, oldest_unanswered_));
+        call.waiter = false;
+        call.cv.notify_all();
+        BackgroundUnwait(call.request.owner, call.request.resource, now);
+        it = calls_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+}
+
+bool Client::Impl::OpenSocket(TimePoint now) {
+  const std::string endpoint =
+      leader_hint_.empty() ? options_.endpoints[endpoint_index_ % options_.endpoints.size()]
+                           : leader_hint_;
+  leader_hint_.clear();
+  endpoint_ = endpoint;
+  try {
+    socket_.emplace(context_, zmq::socket_type::dealer);
+    socket_->set(zmq::sockopt::linger, 0);
+    socket_->set(zmq::sockopt::sndhwm, kSendHighWater);
+    socket_->connect(endpoint);
+  } catch (const zmq::error_t& e) {
+    socket_.reset();
+    transport_error_ = "connect " + endpoint + ": " + e.what();
+    endpoint_index_ = (endpoint_index_ + 1) % options_.endpoints.size();
+    reconnect_at_ = now + Jittered(backoff_);
+    backoff_ = std::min(backoff_ * 2, options_.backoff_max);
+    return false;
+  }
+  ++connection_;
+  reply_bound_ = TimePoint{};
+  // Everything unanswered goes out again on the new connection; a heartbeat with it
+  // tells the daemon where to resend unacknowledged events.
+  for (auto& [id, call] : calls_) {
+    if (!call->replied) call->sends = 0;
+  }
+  next_scan_ = now;
+  if (session_ok_ && heartbeat_id_ == 0) next_heartbeat_ = now;
+  return true;
+}
+
+void Client::Impl::DropConnection(TimePoint now) {
+  reconnect_requested_ = false;
+  socket_.reset();
+  if (leader_hint_.empty()) endpoint_index_ = (endpoint_index_ + 1) % options_.endpoints.size();
+  reconnect_at_ = now + Jittered(backoff_);
+  backoff_ = std::min(backoff_ * 2, options_.backoff_max);
+}
+
+Millis Client::Impl::Jittered(Millis base) {
+  std::uniform_real_distribution<double> factor(0.5, 1.5);
+  return Millis{static_cast<std::int64_t>(static_cast<double>(base.count()) * factor(rng_))};
+}
+
+void Client::Impl::LoseSession(TimePoint now, std::vector<Event>& events) {
+  session_ok_ = false;
+  // Whatever the client believed it held is gone with the session.
+  for (const auto& [id, lease] : leases_) {
+    Event revoked;
+    revoked.kind = EventKind::kRevoked;
+    revoked.seq = 0;
+    revoked.lease = id;
+    revoked.owner = lease.owner;
+    revoked.resource = lease.resource;
+    revoked.mode = lease.mode;
+    revoked.token = lease.token;
+    revoked.reason = graph::RevokeReason::kExpired;
+    events.push_back(std::move(revoked));
+  }
+  leases_.clear();
+  for (auto it = calls_.begin(); it != calls_.end();) {
+    PendingCall& call = *it->second;
+    if (call.queued) {
+      call.failure = Error{Code::kUnknownSession,
+                           "the session expired while " + call.request.owner + " waited for " +
+                               call.request.resource,
+                           nullptr};
+      call.cv.notify_all();
+      it = calls_.erase(it);
+    } else if (call.session_scoped && !call.waiter) {
+      it = calls_.erase(it);  // heartbeats and clean-ups of the old session
+    } else if (call.session_scoped && call.ever_sent) {
+      // Sent under the old session: it cannot be moved to the new one, since a late
+      // UNKNOWN_SESSION for the old send could not be told from an answer to the new.
+      call.failure = Error{Code::kUnknownSession, "the session expired", nullptr};
+      call.cv.notify_all();
+      it = calls_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  heartbeat_id_ = 0;
+  StartHello(now);
+}
+
+void Client::Impl::StartHello(TimePoint now) {
+  if (hello_id_ != 0) return;
+  Request hello;
+  hello.op = Op::kHello;
+  hello.client = options_.client_name;
+  hello.ttl_ms = options_.session_ttl.count();
+  hello.priority = options_.priority;
+  hello_id_ = Background(std::move(hello), {}, TimePoint::max());
+}
+
+void Client::Impl::InstallSession(const Reply& reply, TimePoint now) {
+  if (!reply.session || !reply.secret) return;
+  sessions_.push_back(*reply.session);
+  secret_ = *reply.secret;
+  session_ok_ = true;
+  rehello_due_ = false;
+  heartbeat_interval_ = reply.heartbeat_ms && *reply.heartbeat_ms > 0
+                            ? Millis{*reply.heartbeat_ms}
+                            : std::max<Millis>(Millis{1}, options_.session_ttl / 3);
+  next_heartbeat_ = now + heartbeat_interval_;
+  last_seq_ = 0;    // a new session numbers its events from the start
+  next_scan_ = now;  // calls held back for the session go out now
+}
+
+std::uint64_t Client::Impl::Background(Request request, Handler orphan, TimePoint give_up) {
+  auto call = std::make_shared<PendingCall>();
+  call->session_scoped = protocol::IsSessionScoped(request.op);
+  call->request = std::move(request);
+  call->request.id = next_id_++;
+  call->waiter = false;
+  call->orphan = std::move(orphan);
+  call->give_up = give_up;
+  calls_.emplace(call->request.id, call);
+  next_scan_ = TimePoint{};
+  return call->request.id;
+}
+
+void Client::Impl::BackgroundRelease(graph::LeaseId lease, TimePoint now) {
+  Request release;
+  release.op = Op::kRelease;
+  release.lease = lease;
+  Background(std::move(release), {}, now + options_.session_ttl);
+}
+
+void Client::Impl::BackgroundUnwait(const std::string& owner, const std::string& resource,
+                                    TimePoint now) {
+  Request unwait;
+  unwait.op = Op::kUnwait;
+  unwait.owner = owner;
+  unwait.resource = resource;
+  Background(
+      std::move(unwait),
+      [this](PendingCall&, const Reply& reply) {
+        if (reply.ok() && reply.granted && reply.lease) BackgroundRelease(*reply.lease, Clock::now());
+      },
+      now + options_.session_ttl);
+}
+
+const std::string& Client::Impl::CurrentSession() const {
+  static const std::string kNone;
+  return sessions_.empty() ? kNone : sessions_.back();
+}
+
+// ------------------------------------------------------------------ Client
+
+Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
+  if (options.endpoints.empty()) return Error{Code::kBadRequest, "no endpoints given", nullptr};
+  if (options.session_ttl <= Millis{0}) return Error{Code::kBadRequest, "session_ttl must be positive", nullptr};
+  if (options.request_timeout <= Millis{0}) {
+    return Error{Code::kBadRequest, "request_timeout must be positive", nullptr};
+  }
+  options.resend_after = std::max(options.resend_after, Millis{1});
+  options.backoff_min = std::max(options.backoff_min, Millis{1});
+  options.backoff_max = std::max(options.backoff_max, options.backoff_min);
+  auto impl = std::make_unique<Impl>(std::move(options));
+  Status started = impl->Start();
+  if (!started.ok()) return started.error();
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+const std::string& Client::session() const { return impl_->session(); }
+
+Result<Lease> Client::Acquire(std::string_view owner, std::string_view resource, Mode mode, Millis ttl,
+                              Millis wait, std::string_view site, std::optional<std::int64_t> started) {
+  return impl_->Acquire(owner, resource, mode, ttl, wait, site, started);
+}
+Status Client::Release(const Lease& lease) { return impl_->Release(lease); }
+Result<Lease> Client::Renew(const Lease& lease, std::optional<Millis> ttl) {
+  return impl_->Renew(lease, ttl);
+}
+std::optional<std::int64_t> Client::Started(std::string_view owner) const {
+  return impl_->Started(owner);
+}
+Result<Lease> Client::Hold(std::string_view owner, std::string_view resource, Mode mode, Millis ttl,
+                           std::string_view site) {
+  return impl_->Hold(owner, resource, mode, ttl, site);
+}
+Status Client::Wait(std::string_view owner, std::string_view resource, Mode mode, std::string_view site) {
+  return impl_->Wait(owner, resource, mode, site);
+}
+Status Client::Unwait(std::string_view owner, std::string_view resource) {
+  return impl_->Unwait(owner, resource);
+}
+Status Client::ReleaseReported(std::string_view owner, std::string_view resource) {
+  return impl_->ReleaseReported(owner, resource);
+}
+void Client::OnEvent(std::function<void(const protocol::Event&)> callback) {
+  impl_->OnEvent(std::move(callback));
+}
+std::optional<protocol::Event> Client::PollEvent(Millis timeout) { return impl_->PollEvent(timeout); }
+Result<protocol::Reply> Client::Call(protocol::Request request) { return impl_->Call(std::move(request)); }
+
+}  // namespace lockgraph

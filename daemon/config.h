@@ -1,0 +1,42 @@
+// lockgraphd's configuration: embedded defaults, then a TOML file, then flags.
+#ifndef LOCKGRAPH_DAEMON_CONFIG_H_
+#define LOCKGRAPH_DAEMON_CONFIG_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "lockgraph/graph/coordinator.h"
+
+namespace lockgraph::daemon {
+
+struct DaemonConfig {
+  std::vector<std::string> listen = {"tcp://127.0.0.1:7790"};
+  std::string data_dir = "./var/lockgraph";
+  std::string admin_token;  // empty: the revoke op is refused (AUTH)
+  std::string log_level = "info";
+  std::size_t max_frame_bytes = 1 << 20;  // larger frames get LIMIT
+  std::size_t max_batch_items = 4096;
+  std::size_t reply_cache = 1024;          // replies kept per session for retries
+  std::size_t max_unacked_events = 10000;  // per session; the oldest are dropped beyond
+  std::size_t deadlock_history = 1000;     // reports kept for the `deadlocks` query
+  std::uint32_t epoch = 1;                 // until the epoch is persisted (durability)
+  graph::Config core;
+};
+
+// Reads a TOML file over `config` (keys: docs/configuration.md). Returns an error
+// message naming the file, key and problem, or an empty string.
+std::string LoadConfigFile(const std::string& path, DaemonConfig& config);
+
+// Checks values that no parser can: ranges and combinations. Empty when fine.
+std::string Validate(const DaemonConfig& config);
+
+// Parses "lowest_priority,youngest,..." (also used for the TOML array).
+std::variant<std::vector<graph::VictimStep>, std::string> ParseVictimPolicy(
+    const std::vector<std::string>& steps);
+
+}  // namespace lockgraph::daemon
+
+#endif  // LOCKGRAPH_DAEMON_CONFIG_H_

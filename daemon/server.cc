@@ -1,0 +1,803 @@
+#include "server.h"
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <deque>
+#include <random>
+#include <unordered_map>
+#include <zmq.hpp>
+
+#include "epoch_file.h"
+#include "lockgraph/protocol.h"
+
+namespace lockgraph::daemon {
+namespace {
+
+using protocol::Encoding;
+using protocol::Op;
+using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
+
+constexpr const char* kServerName = "lockgraphd 0.1.0";
+
+// The core's clock: monotonic, but anchored at the wall clock of the daemon's start,
+// so that `started` and `detected_at_us` in reports read as Unix microseconds.
+graph::TimeUs MonotonicNowUs() {
+  using namespace std::chrono;
+  static const auto steady_start = steady_clock::now();
+  static const auto wall_start = duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+  return wall_start + duration_cast<microseconds>(steady_clock::now() - steady_start).count();
+}
+
+void Key(JsonWriter& w, const char* k) { w.Key(k); }
+void Str(JsonWriter& w, const std::string& s) { w.String(s.data(), static_cast<rapidjson::SizeType>(s.size())); }
+void U64Str(JsonWriter& w, std::uint64_t v) { Str(w, std::to_string(v)); }
+
+}  // namespace
+
+class Server::Impl {
+ public:
+  explicit Impl(DaemonConfig config)
+      : config_(std::move(config)),
+        core_(config_.core, config_.epoch),
+        router_(context_, zmq::socket_type::router),
+        rng_(std::random_device{}()) {
+    limits_.max_frame_bytes = config_.max_frame_bytes;
+    limits_.max_name_bytes = config_.core.max_name_bytes;
+    limits_.max_batch_items = config_.max_batch_items;
+  }
+
+  std::string Bind();
+  void Run(const std::atomic<bool>& stop);
+
+  std::vector<std::string> endpoints_;
+
+ private:
+  // Per session: where to send, and what to send again.
+  struct Peer {
+    std::string routing_id;  // the connection its latest request came from
+    std::string secret;      // cached replies go only to requests that prove the session
+    Encoding encoding = Encoding::kJson;  // of its hello: events use it
+    std::uint64_t max_id = 0;             // highest request id answered
+    std::uint64_t evicted_max = 0;        // highest id whose reply left the cache
+    std::deque<std::uint64_t> cached_ids;  // oldest first
+    std::unordered_map<std::uint64_t, std::string> cached;  // id -> encoded reply
+    std::uint64_t next_seq = 1;
+    std::deque<std::pair<std::uint64_t, std::string>> unacked;  // (seq, encoded event)
+  };
+
+  struct Counters {
+    std::uint64_t frames = 0;
+    std::uint64_t bad_frames = 0;
+    std::uint64_t bad_frames_without_id = 0;
+    std::uint64_t cache_hits = 0;
+    std::uint64_t events_sent = 0;
+    std::uint64_t events_resent = 0;
+    std::uint64_t events_dropped = 0;
+  };
+
+  // Sends the held events when the request is done, to each session's latest
+  // connection; a session that just moved got them with its resend already.
+  struct FlushOutbox {
+    Impl* impl;
+    const std::string* moved_session;
+    ~FlushOutbox() {
+      for (const auto& [session, event] : impl->outbox_) {
+        if (session == *moved_session) continue;
+        auto it = impl->peers_.find(session);
+        if (it != impl->peers_.end()) impl->Send(it->second.routing_id, event);
+      }
+      impl->outbox_.clear();
+    }
+  };
+  void HandleFrame(const std::string& routing_id, std::string_view frame);
+  protocol::Reply Dispatch(const protocol::Request& req, Encoding encoding, const std::string& routing_id);
+  protocol::Reply ApplyCommand(const graph::Command& command, const protocol::Request& req);
+  protocol::Reply FromCore(const graph::Reply& r, std::uint64_t id);
+  void Deliver(std::vector<graph::Event>& events);
+  void SendEvent(const std::string& session, protocol::Event event);
+  void Send(const std::string& routing_id, const std::string& payload);
+  void Acknowledge(Peer& peer, std::uint64_t acked_seq);
+  std::string RandomHex(int bytes);
+
+  std::string StatsJson();
+  std::string LeasesJson(const protocol::Request& req);
+  std::string GraphJson();
+  std::string DeadlocksJson(const protocol::Request& req);
+
+  DaemonConfig config_;
+  protocol::Limits limits_;
+  graph::Coordinator core_;
+  zmq::context_t context_;
+  zmq::socket_t router_;
+  std::mt19937_64 rng_;
+  std::unordered_map<std::string, Peer> peers_;  // by session id
+  std::deque<std::shared_ptr<const graph::DeadlockReport>> deadlocks_;
+  std::uint64_t replies_by_code_[13] = {};
+  Counters counters_;
+  // Events produced while a request is handled wait here, so that the request's
+  // reply goes out first: (session, encoded event).
+  bool hold_events_ = false;
+  std::vector<std::pair<std::string, std::string>> outbox_;
+  // Hello has no session yet: its retries are recognised by connection and id.
+  std::unordered_map<std::string, std::string> hello_replies_;
+  std::deque<std::string> hello_order_;
+};
+
+// ------------------------------------------------------------------ transport
+
+std::string Server::Impl::Bind() {
+  // Frames up to twice the limit reach the decoder and get LIMIT; ZeroMQ drops the
+  // connection of a peer that sends more, before the frame is read into memory.
+  const std::int64_t hard_cap = static_cast<std::int64_t>(config_.max_frame_bytes) * 2 + 4096;
+  router_.set(zmq::sockopt::maxmsgsize, hard_cap);
+  router_.set(zmq::sockopt::linger, 1000);
+  router_.set(zmq::sockopt::router_mandatory, 0);
+  for (const std::string& endpoint : config_.listen) {
+    try {
+      router_.bind(endpoint);
+    } catch (const zmq::error_t& e) {
+      return "cannot listen on " + endpoint + ": " + e.what();
+    }
+    endpoints_.push_back(router_.get(zmq::sockopt::last_endpoint));
+  }
+  return "";
+}
+
+void Server::Impl::Send(const std::string& routing_id, const std::string& payload) {
+  try {
+    router_.send(zmq::buffer(routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    router_.send(zmq::buffer(payload), zmq::send_flags::dontwait);
+  } catch (const zmq::error_t& e) {
+    spdlog::debug("send failed: {}", e.what());
+  }
+}
+
+void Server::Impl::Run(const std::atomic<bool>& stop) {
+  zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}};
+  auto receive_all = [&] {
+    for (;;) {
+      std::vector<zmq::message_t> parts;
+      zmq::message_t part;
+      try {
+        if (!router_.recv(part, zmq::recv_flags::dontwait)) return;
+        parts.push_back(std::move(part));
+        while (parts.back().more()) {
+          zmq::message_t next;
+          if (!router_.recv(next, zmq::recv_flags::dontwait)) break;
+          parts.push_back(std::move(next));
+        }
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EINTR) return;
+        throw;
+      }
+      if (parts.size() != 2) {
+        // A DEALER sends one frame; anything else is not our protocol.
+        ++counters_.bad_frames;
+        ++counters_.bad_frames_without_id;
+        spdlog::warn("dropped a message of {} frames (expected 1 after the routing id)", parts.size() - 1);
+        continue;
+      }
+      HandleFrame(parts[0].to_string(), std::string_view(static_cast<const char*>(parts[1].data()), parts[1].size()));
+    }
+  };
+  while (!stop.load(std::memory_order_relaxed)) {
+    // Sleep until a frame arrives, the core's next deadline, or 100 ms (to notice stop).
+    const graph::TimeUs now = MonotonicNowUs();
+    const graph::TimeUs deadline = core_.NextDeadline();
+    long timeout_ms = 100;
+    if (deadline != graph::kNever) timeout_ms = std::clamp<long>((deadline - now + 999) / 1000, 0, 100);
+    try {
+      zmq::poll(items, 1, std::chrono::milliseconds(timeout_ms));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+    if (items[0].revents & ZMQ_POLLIN) receive_all();
+    if (core_.NextDeadline() <= MonotonicNowUs()) {
+      graph::Effects effects = core_.Apply(graph::Tick{}, MonotonicNowUs());
+      Deliver(effects.events);
+    }
+  }
+  // Stop accepting, answer what has arrived.
+  for (const std::string& e : endpoints_) {
+    try {
+      router_.unbind(e);
+    } catch (const zmq::error_t&) {
+    }
+  }
+  receive_all();
+}
+
+// ------------------------------------------------------------------ requests
+
+void Server::Impl::HandleFrame(const std::string& routing_id, std::string_view frame) {
+  ++counters_.frames;
+  const Encoding encoding = protocol::EncodingOf(frame);
+  auto decoded = protocol::DecodeRequest(frame, limits_);
+  if (auto* err = std::get_if<protocol::DecodeError>(&decoded)) {
+    ++counters_.bad_frames;
+    if (err->id == 0) {
+      ++counters_.bad_frames_without_id;
+      spdlog::warn("bad frame of {} bytes without a request id: {}", frame.size(), err->message);
+    } else {
+      spdlog::debug("bad request {}: {}", err->id, err->message);
+    }
+    protocol::Reply reply;
+    reply.id = err->id;
+    reply.code = err->code;
+    reply.message = err->message;
+    ++replies_by_code_[static_cast<int>(reply.code)];
+    Send(routing_id, protocol::EncodeReply(reply, encoding));
+    return;
+  }
+  const protocol::Request& req = std::get<protocol::Request>(decoded);
+
+  // Retries: a repeated id is answered from the session's cache.
+  Peer* peer = nullptr;
+  if (protocol::IsSessionScoped(req.op)) {
+    auto it = peers_.find(req.session);
+    if (it != peers_.end() && it->second.secret == req.secret) {
+      peer = &it->second;
+      if (req.id != 0 && req.id <= peer->max_id) {
+        auto cached = peer->cached.find(req.id);
+        if (cached != peer->cached.end()) {
+          ++counters_.cache_hits;
+          Send(routing_id, cached->second);
+          return;
+        }
+      }
+      // An id below the last one that was never answered (its frame was lost while
+      // a later one got through) is served; one whose reply was evicted is refused,
+      // since it may have been applied already.
+      if (req.id != 0 && req.id <= peer->evicted_max) {
+        protocol::Reply reply;
+        reply.id = req.id;
+        reply.code = graph::Code::kBadRequest;
+        reply.message = "request id " + std::to_string(req.id) + " is too old: replies up to id " +
+                        std::to_string(peer->evicted_max) + " are no longer cached, and request ids must increase";
+        Send(routing_id, protocol::EncodeReply(reply, encoding));
+        return;
+      }
+    }
+  }
+
+  const std::string hello_key = routing_id + "/" + std::to_string(req.id);
+  if (req.op == Op::kHello) {
+    if (auto cached = hello_replies_.find(hello_key); cached != hello_replies_.end()) {
+      ++counters_.cache_hits;
+      Send(routing_id, cached->second);
+      return;
+    }
+  }
+
+  hold_events_ = true;
+  protocol::Reply reply = Dispatch(req, encoding, routing_id);
+  hold_events_ = false;
+  ++replies_by_code_[static_cast<int>(reply.code)];
+  const std::string encoded = protocol::EncodeReply(reply, encoding);
+  Send(routing_id, encoded);
+  std::string moved_session;
+  FlushOutbox flush{this, &moved_session};
+
+  if (req.op == Op::kHello && reply.ok()) {
+    hello_replies_.emplace(hello_key, encoded);
+    hello_order_.push_back(hello_key);
+    while (hello_order_.size() > config_.reply_cache) {
+      hello_replies_.erase(hello_order_.front());
+      hello_order_.pop_front();
+    }
+  }
+  // Cache after the auth check: a session that exists (and, for hello, the new one)
+  // remembers the reply.
+  auto it = peers_.find(req.op == Op::kHello ? reply.session.value_or("") : req.session);
+  if (it == peers_.end() || reply.code == graph::Code::kUnknownSession || reply.code == graph::Code::kAuth) return;
+  Peer& p = it->second;
+  if (req.op != Op::kHello && req.id != 0) {
+    p.max_id = std::max(p.max_id, req.id);
+    p.cached.emplace(req.id, encoded);
+    p.cached_ids.push_back(req.id);
+    while (p.cached_ids.size() > config_.reply_cache) {
+      p.evicted_max = std::max(p.evicted_max, p.cached_ids.front());
+      p.cached.erase(p.cached_ids.front());
+      p.cached_ids.pop_front();
+    }
+  }
+  // A request from a new connection: the session moved; send what it has not seen.
+  if (p.routing_id != routing_id) {
+    p.routing_id = routing_id;
+    moved_session = it->first;
+    for (const auto& [seq, event] : p.unacked) {
+      ++counters_.events_resent;
+      Send(routing_id, event);
+    }
+  }
+}
+
+
+void Server::Impl::Acknowledge(Peer& peer, std::uint64_t acked_seq) {
+  while (!peer.unacked.empty() && peer.unacked.front().first <= acked_seq) peer.unacked.pop_front();
+}
+
+std::string Server::Impl::RandomHex(int bytes) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string out;
+  for (int i = 0; i < bytes; ++i) {
+    const auto b = static_cast<unsigned>(rng_() & 0xff);
+    out.push_back(kDigits[b >> 4]);
+    out.push_back(kDigits[b & 15]);
+  }
+  return out;
+}
+
+protocol::Reply Server::Impl::FromCore(const graph::Reply& r, std::uint64_t id) {
+  protocol::Reply out;
+  out.id = id;
+  out.code = r.code;
+  out.message = r.message;
+  out.deadlock = r.deadlock;
+  if (!r.ok()) {
+    if (r.started) out.started = *r.started;
+    return out;
+  }
+  out.granted = r.granted;
+  out.queued = r.queued;
+  out.cancelled = r.cancelled;
+  if (r.lease != 0) out.lease = r.lease;
+  if (r.token != 0) out.token = r.token;
+  if (r.started) out.started = *r.started;
+  return out;
+}
+
+protocol::Reply Server::Impl::ApplyCommand(const graph::Command& command, const protocol::Request& req) {
+  graph::Effects effects = core_.Apply(command, MonotonicNowUs());
+  protocol::Reply reply = FromCore(effects.reply, req.id);
+  if (req.op == Op::kRenew && effects.reply.ok()) reply.expires_in_ms = effects.reply.expires_in_ms;
+  Deliver(effects.events);
+  return reply;
+}
+
+protocol::Reply Server::Impl::Dispatch(const protocol::Request& req, Encoding encoding,
+                                       const std::string& routing_id) {
+  const graph::Auth auth{req.session, req.secret};
+  // Only a request that proves its session may acknowledge the session's events.
+  auto ack_if_authentic = [&](const protocol::Reply& r) {
+    if (!req.acked_seq || r.code == graph::Code::kUnknownSession || r.code == graph::Code::kAuth) return;
+    if (auto it = peers_.find(req.session); it != peers_.end()) Acknowledge(it->second, *req.acked_seq);
+  };
+  protocol::Reply reply;
+  switch (req.op) {
+    case Op::kHello: {
+      graph::Hello h;
+      h.session = RandomHex(8);
+      h.secret = RandomHex(16);
+      h.client = req.client;
+      h.ttl_ms = req.ttl_ms.value_or(10'000);
+      h.priority = req.priority;
+      graph::Effects effects = core_.Apply(h, MonotonicNowUs());
+      reply = FromCore(effects.reply, req.id);
+      if (effects.reply.ok()) {
+        reply.session = effects.reply.session;
+        reply.secret = effects.reply.secret;
+        reply.heartbeat_ms = effects.reply.heartbeat_ms;
+        reply.epoch = effects.reply.epoch;
+        reply.server = kServerName;
+        Peer& peer = peers_[h.session];
+        peer.routing_id = routing_id;
+        peer.secret = h.secret;
+        peer.encoding = encoding;
+        spdlog::info("session {} opened by '{}' (ttl {} ms, priority {})", h.session, h.client, h.ttl_ms, h.priority);
+      }
+      Deliver(effects.events);
+      return reply;
+    }
+    case Op::kHeartbeat:
+      reply = ApplyCommand(graph::Heartbeat{auth}, req);
+      break;
+    case Op::kBye:
+      reply = ApplyCommand(graph::Bye{auth}, req);
+      break;
+    case Op::kAcquire: {
+      graph::Acquire a;
+      a.auth = auth;
+      a.request_id = req.id;
+      a.owner = req.owner;
+      a.resource = req.resource;
+      a.mode = req.mode;
+      a.ttl_ms = req.ttl_ms.value_or(0);
+      a.wait_ms = req.wait_ms;
+      a.site = req.site;
+      a.started = req.started;
+      reply = ApplyCommand(a, req);
+      break;
+    }
+    case Op::kRenew: {
+      graph::Renew r;
+      r.auth = auth;
+      r.lease = req.lease.value_or(0);
+      r.ttl_ms = req.ttl_ms;
+      reply = ApplyCommand(r, req);
+      break;
+    }
+    case Op::kRelease: {
+      graph::Release r;
+      r.auth = auth;
+      r.lease = req.lease;
+      r.owner = req.owner;
+      r.resource = req.resource;
+      reply = ApplyCommand(r, req);
+      reply.lease.reset();
+      break;
+    }
+    case Op::kHold: {
+      graph::Hold h;
+      h.auth = auth;
+      h.owner = req.owner;
+      h.resource = req.resource;
+      h.mode = req.mode;
+      h.ttl_ms = req.ttl_ms.value_or(0);
+      h.site = req.site;
+      reply = ApplyCommand(h, req);
+      break;
+    }
+    case Op::kWait: {
+      graph::Wait w;
+      w.auth = auth;
+      w.owner = req.owner;
+      w.resource = req.resource;
+      w.mode = req.mode;
+      w.site = req.site;
+      reply = ApplyCommand(w, req);
+      break;
+    }
+    case Op::kUnwait:
+      reply = ApplyCommand(graph::Unwait{auth, req.owner, req.resource}, req);
+      break;
+    case Op::kReclaim: {
+      // Nothing survives a restart until the journal exists, so there is never a
+      // grace period to reclaim in.
+      reply = ApplyCommand(graph::Heartbeat{auth}, req);
+      if (reply.ok()) {
+        reply = protocol::Reply{};
+        reply.id = req.id;
+        reply.code = graph::Code::kBadRequest;
+        reply.message = "reclaim is accepted only during the grace period after a restart, and none is in progress";
+      }
+      break;
+    }
+    case Op::kBatch: {
+      reply.id = req.id;
+      for (const protocol::Request& item_in : req.items) {
+        protocol::Request item = item_in;
+        item.session = req.session;
+        item.secret = req.secret;
+        protocol::Reply r = Dispatch(item, encoding, routing_id);
+        reply.results.push_back(std::move(r));
+      }
+      break;
+    }
+    case Op::kRevoke: {
+      reply.id = req.id;
+      if (config_.admin_token.empty()) {
+        reply.code = graph::Code::kAuth;
+        reply.message = "revoke is disabled: the daemon has no admin_token configured";
+        return reply;
+      }
+      if (req.admin_token != config_.admin_token) {
+        reply.code = graph::Code::kAuth;
+        reply.message = "wrong admin_token";
+        return reply;
+      }
+      graph::Revoke r;
+      r.lease = req.lease;
+      r.resource = req.resource;
+      graph::Effects effects = core_.Apply(r, MonotonicNowUs());
+      reply = FromCore(effects.reply, req.id);
+      if (effects.reply.ok()) {
+        reply.revoked = effects.reply.revoked;
+        spdlog::warn("operator revoked {} lease(s) ({})", effects.reply.revoked.size(),
+                     req.lease ? "lease " + std::to_string(*req.lease) : "resource " + req.resource);
+      }
+      Deliver(effects.events);
+      return reply;
+    }
+    case Op::kGraph:
+      reply.id = req.id;
+      if (req.format == "dot") {
+        reply.graph_dot = core_.ToDot();
+      } else if (req.format == "json") {
+        reply.listing_key = "graph";
+        reply.listing_json = GraphJson();
+      } else {
+        reply.code = graph::Code::kBadRequest;
+        reply.message = "format must be \"json\" or \"dot\", got \"" + req.format + "\"";
+      }
+      return reply;
+    case Op::kStats:
+      reply.id = req.id;
+      reply.listing_key = "stats";
+      reply.listing_json = StatsJson();
+      return reply;
+    case Op::kLeases:
+      reply.id = req.id;
+      reply.listing_key = "leases";
+      reply.listing_json = LeasesJson(req);
+      return reply;
+    case Op::kDeadlocks:
+      reply.id = req.id;
+      reply.listing_key = "deadlocks";
+      reply.listing_json = DeadlocksJson(req);
+      return reply;
+  }
+  ack_if_authentic(reply);
+  return reply;
+}
+
+// ------------------------------------------------------------------ events
+
+void Server::Impl::SendEvent(const std::string& session, protocol::Event event) {
+  auto it = peers_.find(session);
+  if (it == peers_.end()) return;
+  Peer& peer = it->second;
+  event.seq = peer.next_seq++;
+  std::string encoded = protocol::EncodeEvent(event, peer.encoding);
+  if (hold_events_) outbox_.emplace_back(session, encoded);
+  else Send(peer.routing_id, encoded);
+  ++counters_.events_sent;
+  peer.unacked.emplace_back(event.seq, std::move(encoded));
+  if (peer.unacked.size() > config_.max_unacked_events) {
+    peer.unacked.pop_front();
+    ++counters_.events_dropped;
+  }
+}
+
+void Server::Impl::Deliver(std::vector<graph::Event>& events) {
+  for (graph::Event& ev : events) {
+    std::visit(
+        [&](auto& e) {
+          using T = std::decay_t<decltype(e)>;
+          protocol::Event out;
+          if constexpr (std::is_same_v<T, graph::GrantedEvent>) {
+            out.kind = protocol::EventKind::kGranted;
+            out.id = e.request_id;
+            out.owner = e.owner;
+            out.resource = e.resource;
+            out.mode = e.mode;
+            out.lease = e.lease;
+            out.token = e.token;
+            SendEvent(e.session, std::move(out));
+          } else if constexpr (std::is_same_v<T, graph::DeniedEvent>) {
+            out.kind = protocol::EventKind::kDenied;
+            out.id = e.request_id;
+            out.owner = e.owner;
+            out.resource = e.resource;
+            out.code = e.code;
+            out.deadlock = e.deadlock;
+            SendEvent(e.session, std::move(out));
+          } else if constexpr (std::is_same_v<T, graph::RevokedEvent>) {
+            out.kind = protocol::EventKind::kRevoked;
+            out.owner = e.owner;
+            out.resource = e.resource;
+            out.lease = e.lease;
+            out.token = e.token;
+            out.reason = e.reason;
+            out.handover_in_ms = e.handover_in_ms;
+            out.deadlock = e.deadlock;
+            SendEvent(e.session, std::move(out));
+          } else if constexpr (std::is_same_v<T, graph::DeadlockEvent>) {
+            spdlog::warn("deadlock #{}: victim {} ({})\n{}", e.report->id, e.report->victim, e.report->why,
+                         graph::RenderText(*e.report));
+            deadlocks_.push_back(e.report);
+            while (deadlocks_.size() > config_.deadlock_history) deadlocks_.pop_front();
+          } else if constexpr (std::is_same_v<T, graph::VictimUnresponsiveEvent>) {
+            spdlog::warn("deadlock #{}: victim {} did not release within the grace; choosing another",
+                         e.report->id, e.report->victim);
+          } else if constexpr (std::is_same_v<T, graph::ConflictingHoldEvent>) {
+            spdlog::info("conflicting hold reported: {}/{} on {} while {} holds it", e.session, e.owner,
+                         e.resource, e.held_by);
+          } else if constexpr (std::is_same_v<T, graph::SessionClosedEvent>) {
+            spdlog::info("session {} {}", e.session, e.expired ? "expired" : "closed");
+            peers_.erase(e.session);
+          } else if constexpr (std::is_same_v<T, graph::NeedEpochEvent>) {
+            // The next epoch is on disk before any token of it is handed out.
+            if (std::string err = StoreEpoch(config_.data_dir, e.next_epoch); !err.empty()) {
+              spdlog::error("cannot persist epoch {}: {}; grants wait until it can be", e.next_epoch, err);
+              return;
+            }
+            spdlog::warn("fencing sequence nearly used up: moving to epoch {}", e.next_epoch);
+            graph::Effects fx = core_.Apply(graph::SetEpoch{e.next_epoch}, MonotonicNowUs());
+            Deliver(fx.events);
+          }
+        },
+        ev);
+  }
+}
+
+// ------------------------------------------------------------------ queries
+
+std::string Server::Impl::StatsJson() {
+  const graph::Stats& s = core_.stats();
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  w.StartObject();
+  auto num = [&](const char* k, std::uint64_t v) {
+    Key(w, k);
+    w.Uint64(v);
+  };
+  Key(w, "server");
+  Str(w, kServerName);
+  num("epoch", core_.epoch());
+  num("frames", counters_.frames);
+  num("bad_frames", counters_.bad_frames);
+  num("bad_frames_without_id", counters_.bad_frames_without_id);
+  num("cache_hits", counters_.cache_hits);
+  num("events_sent", counters_.events_sent);
+  num("events_resent", counters_.events_resent);
+  num("events_dropped", counters_.events_dropped);
+  num("requests", s.commands);
+  num("errors", s.errors);
+  num("sessions_opened", s.sessions_opened);
+  num("sessions_expired", s.sessions_expired);
+  num("grants", s.grants);
+  num("queued", s.queued);
+  num("timeouts", s.timeouts);
+  num("cancelled", s.cancelled);
+  num("releases", s.releases);
+  num("expiries", s.lease_expiries);
+  num("revocations", s.revocations);
+  num("deadlocks", s.deadlocks);
+  num("cycles_reordered", s.cycles_reordered);
+  num("cycles_vanished", s.cycles_vanished);
+  num("victims_unresponsive", s.victims_unresponsive);
+  num("conflicting_holds", s.conflicting_holds);
+  Key(w, "victims_by_step");
+  w.StartObject();
+  for (int i = 0; i < 4; ++i) {
+    const std::string_view name = graph::VictimStepName(static_cast<graph::VictimStep>(i));
+    w.Key(name.data(), static_cast<rapidjson::SizeType>(name.size()));
+    w.Uint64(s.victims_by_step[i]);
+  }
+  w.EndObject();
+  Key(w, "replies_by_code");
+  w.StartObject();
+  for (int i = 0; i < 13; ++i) {
+    const std::string_view name = graph::CodeName(static_cast<graph::Code>(i));
+    w.Key(name.data(), static_cast<rapidjson::SizeType>(name.size()));
+    w.Uint64(replies_by_code_[i]);
+  }
+  w.EndObject();
+  num("live_sessions", s.live_sessions);
+  num("live_owners", s.live_owners);
+  num("live_resources", s.live_resources);
+  num("live_leases", s.live_leases);
+  num("live_waits", s.live_waits);
+  num("wait_edges", s.wait_edges);
+  w.EndObject();
+  return buf.GetString();
+}
+
+std::string Server::Impl::LeasesJson(const protocol::Request& req) {
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  w.StartArray();
+  const graph::TimeUs now = MonotonicNowUs();
+  for (const graph::LeaseInfo& l : core_.Leases()) {
+    if (!req.filter_session.empty() && l.session != req.filter_session) continue;
+    if (!req.filter_owner.empty() && l.owner != req.filter_owner && l.session + "/" + l.owner != req.filter_owner) continue;
+    if (!req.filter_resource.empty() && l.resource != req.filter_resource) continue;
+    w.StartObject();
+    Key(w, "lease");
+    U64Str(w, l.lease);
+    Key(w, "token");
+    U64Str(w, l.token);
+    Key(w, "session");
+    Str(w, l.session);
+    Key(w, "owner");
+    Str(w, l.owner);
+    Key(w, "resource");
+    Str(w, l.resource);
+    Key(w, "mode");
+    Str(w, std::string(graph::ModeName(l.mode)));
+    Key(w, "expires_in_ms");
+    w.Int64(std::max<graph::TimeUs>(0, l.expires_at_us - now) / 1000);
+    Key(w, "reported");
+    w.Bool(l.reported);
+    Key(w, "revoked");
+    w.Bool(l.revoked);
+    Key(w, "site");
+    Str(w, l.site);
+    w.EndObject();
+  }
+  w.EndArray();
+  return buf.GetString();
+}
+
+std::string Server::Impl::GraphJson() {
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  const graph::TimeUs now = MonotonicNowUs();
+  w.StartObject();
+  Key(w, "holds");
+  w.StartArray();
+  for (const graph::LeaseInfo& l : core_.Leases()) {
+    w.StartObject();
+    Key(w, "owner");
+    Str(w, l.session + "/" + l.owner);
+    Key(w, "resource");
+    Str(w, l.resource);
+    Key(w, "mode");
+    Str(w, std::string(graph::ModeName(l.mode)));
+    Key(w, "lease");
+    U64Str(w, l.lease);
+    Key(w, "revoked");
+    w.Bool(l.revoked);
+    w.EndObject();
+  }
+  w.EndArray();
+  Key(w, "waits");
+  w.StartArray();
+  for (const graph::WaitInfo& x : core_.Waits()) {
+    w.StartObject();
+    Key(w, "owner");
+    Str(w, x.session + "/" + x.owner);
+    Key(w, "resource");
+    Str(w, x.resource);
+    Key(w, "mode");
+    Str(w, std::string(graph::ModeName(x.mode)));
+    Key(w, "reported");
+    w.Bool(x.reported);
+    Key(w, "waiting_ms");
+    w.Int64(std::max<graph::TimeUs>(0, now - x.since_us) / 1000);
+    Key(w, "site");
+    Str(w, x.site);
+    w.EndObject();
+  }
+  w.EndArray();
+  Key(w, "edges");
+  w.StartArray();
+  for (const graph::OwnerEdge& e : core_.WaitForEdges()) {
+    w.StartObject();
+    Key(w, "from");
+    Str(w, e.from);
+    Key(w, "to");
+    Str(w, e.to);
+    Key(w, "kind");
+    Str(w, e.hard ? "hard" : "soft");
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  return buf.GetString();
+}
+
+std::string Server::Impl::DeadlocksJson(const protocol::Request& req) {
+  std::string out = "[";
+  bool first = true;
+  for (const auto& r : deadlocks_) {
+    if (!req.filter_owner.empty()) {
+      bool involved = false;
+      for (const auto& e : r->cycle) involved = involved || e.owner == req.filter_owner;
+      if (!involved) continue;
+    }
+    if (!req.filter_resource.empty()) {
+      bool involved = false;
+      for (const auto& e : r->cycle) involved = involved || e.waits_for == req.filter_resource;
+      if (!involved) continue;
+    }
+    if (!first) out += ",";
+    first = false;
+    out += graph::RenderJson(*r);
+  }
+  return out + "]";
+}
+
+// ------------------------------------------------------------------ Server
+
+Server::Server(DaemonConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Server::~Server() = default;
+std::string Server::Bind() { return impl_->Bind(); }
+const std::vector<std::string>& Server::endpoints() const { return impl_->endpoints_; }
+void Server::Run(const std::atomic<bool>& stop) { impl_->Run(stop); }
+
+}  // namespace lockgraph::daemon
