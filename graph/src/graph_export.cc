@@ -2,7 +2,11 @@
 
 #include <algorithm>
 #include <boost/graph/adjacency_list.hpp>
+// graphviz.hpp trips GCC 12's -Wmaybe-uninitialized on an iterator inside Boost.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <boost/graph/graphviz.hpp>
+#pragma GCC diagnostic pop
 #include <boost/graph/strong_components.hpp>
 #include <sstream>
 
