@@ -196,6 +196,13 @@ class Client::Impl {
   // Waits for the reply until `deadline`; on timeout abandons the call.
   Result<Answer> Await(const std::shared_ptr<PendingCall>& call, TimePoint deadline);
   Result<Answer> Exchange(Request request, Handler orphan = {});
+  // Exchange for requests whose reply carries nothing but success or an error.
+  Status ExchangeStatus(Request request) {
+    auto answer = Exchange(std::move(request));
+    if (!answer.ok()) return answer.error();
+    if (!answer.value().reply.ok()) return ErrorOf(answer.value().reply);
+    return Ok{};
+  }
   Result<Lease> CancelQueued(const Request& acquire, TimePoint acquire_sent, Millis ttl,
                              Millis waited);
   Lease MakeLease(const Request& request, graph::LeaseId id, graph::Token token, TimePoint from,
@@ -522,10 +529,7 @@ Status Client::Impl::Release(const Lease& lease) {
   Request request;
   request.op = Op::kRelease;
   request.lease = lease.id;
-  auto answer = Exchange(std::move(request));
-  if (!answer.ok()) return answer.error();
-  if (!answer.value().reply.ok()) return ErrorOf(answer.value().reply);
-  return Ok{};
+  return ExchangeStatus(std::move(request));
 }
 
 Result<Lease> Client::Impl::Renew(const Lease& lease, std::optional<Millis> ttl) {
@@ -589,10 +593,7 @@ Status Client::Impl::Wait(std::string_view owner, std::string_view resource, Mod
   request.resource = resource;
   request.mode = mode;
   request.site = site;
-  auto answer = Exchange(std::move(request));
-  if (!answer.ok()) return answer.error();
-  if (!answer.value().reply.ok()) return ErrorOf(answer.value().reply);
-  return Ok{};
+  return ExchangeStatus(std::move(request));
 }
 
 Status Client::Impl::Unwait(std::string_view owner, std::string_view resource) {
@@ -601,10 +602,7 @@ Status Client::Impl::Unwait(std::string_view owner, std::string_view resource) {
   request.op = Op::kUnwait;
   request.owner = owner;
   request.resource = resource;
-  auto answer = Exchange(std::move(request));
-  if (!answer.ok()) return answer.error();
-  if (!answer.value().reply.ok()) return ErrorOf(answer.value().reply);
-  return Ok{};
+  return ExchangeStatus(std::move(request));
 }
 
 Status Client::Impl::ReleaseReported(std::string_view owner, std::string_view resource) {
@@ -613,10 +611,7 @@ Status Client::Impl::ReleaseReported(std::string_view owner, std::string_view re
   request.op = Op::kRelease;
   request.owner = owner;
   request.resource = resource;
-  auto answer = Exchange(std::move(request));
-  if (!answer.ok()) return answer.error();
-  if (!answer.value().reply.ok()) return ErrorOf(answer.value().reply);
-  return Ok{};
+  return ExchangeStatus(std::move(request));
 }
 
 void Client::Impl::OnEvent(std::function<void(const Event&)> callback) {

@@ -154,18 +154,27 @@ int Graph(const Target& t, const std::string& format) {
   return kExitOk;
 }
 
-int Leases(const Target& t, const Request& filters, bool json) {
-  Request req = filters;
-  req.op = Op::kLeases;
+// Runs a listing query; prints it raw with --json, else parses it into `d` (an array)
+// and returns -1 so the caller renders it.
+int FetchList(const Target& t, Request req, Op op, bool json, rapidjson::Document& d) {
+  req.op = op;
   Reply reply;
   if (int rc = Call(t, req, reply)) return rc;
   if (json) {
     PrintPretty(reply.listing_json);
     return kExitOk;
   }
-  rapidjson::Document d;
   d.Parse(reply.listing_json.c_str());
-  if (d.HasParseError() || !d.IsArray()) return kExitError;
+  if (d.HasParseError() || !d.IsArray()) {
+    std::cerr << "lockgraphctl: the daemon's listing is not a JSON array\n";
+    return kExitError;
+  }
+  return -1;
+}
+
+int Leases(const Target& t, const Request& filters, bool json) {
+  rapidjson::Document d;
+  if (int rc = FetchList(t, filters, Op::kLeases, json, d); rc >= 0) return rc;
   std::printf("%-20s %-22s %-28s %-4s %10s  %s\n", "LEASE", "OWNER", "RESOURCE", "MODE", "EXPIRES", "FLAGS");
   for (const auto& l : d.GetArray()) {
     std::string flags;
@@ -179,17 +188,8 @@ int Leases(const Target& t, const Request& filters, bool json) {
 }
 
 int Deadlocks(const Target& t, const Request& filters, bool json) {
-  Request req = filters;
-  req.op = Op::kDeadlocks;
-  Reply reply;
-  if (int rc = Call(t, req, reply)) return rc;
-  if (json) {
-    PrintPretty(reply.listing_json);
-    return kExitOk;
-  }
   rapidjson::Document d;
-  d.Parse(reply.listing_json.c_str());
-  if (d.HasParseError() || !d.IsArray()) return kExitError;
+  if (int rc = FetchList(t, filters, Op::kDeadlocks, json, d); rc >= 0) return rc;
   if (d.Empty()) std::printf("no deadlocks\n");
   for (const auto& r : d.GetArray()) {
     rapidjson::StringBuffer buf;
