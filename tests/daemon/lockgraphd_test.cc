@@ -442,6 +442,15 @@ TEST_F(LockgraphdBadInputTest, FramesFarOverTheLimitDropTheConnectionNotTheDaemo
 
 // ------------------------------------------------------------------ process
 
+TEST(LockgraphdProcess, ListensOnIpcToo) {
+  const std::string path = ::testing::TempDir() + "/lockgraphd." + std::to_string(getpid()) + ".sock";
+  Daemon d({"--listen", "ipc://" + path});
+  ASSERT_FALSE(d.endpoint().empty()) << d.process().Output();
+  zmq::context_t ctx;
+  RawClient c(ctx, "ipc://" + path, Encoding::kJson);
+  EXPECT_TRUE(c.Hello().ok());
+}
+
 TEST(LockgraphdProcess, SigtermStopsCleanly) {
   Daemon d;
   ASSERT_FALSE(d.endpoint().empty());

@@ -74,6 +74,31 @@ TEST(PythonClient, DeadlockBetweenPythonAndCppHasOneVictim) {
   EXPECT_EQ(py.exit_code(), 0) << py.Output();
 }
 
+// A client process killed with SIGKILL (no bye, no more heartbeats): its lease
+// expires with its session and the waiter is granted with a larger token.
+TEST(PythonClient, KilledClientsLeaseExpiresAndTheWaiterGetsALargerToken) {
+  Daemon daemon;
+  ASSERT_FALSE(daemon.endpoint().empty());
+  Process holder({"/usr/bin/python3", std::string(LOCKGRAPH_SOURCE_DIR) + "/client/python/lockgraph.py", "--endpoint",
+                  daemon.endpoint(), "--session-ttl-ms", "300", "acquire", "worker", "row:1", "--ttl-ms", "60000",
+                  "--hold-ms", "60000"});
+  ASSERT_TRUE(holder.WaitForOutput("\"token\"", milliseconds(10'000))) << holder.Output();
+  const std::string out = holder.Output();
+  const auto at = out.find("\"token\": \"") != std::string::npos ? out.find("\"token\": \"") + 10 : out.find("\"token\":\"") + 9;
+  const graph::Token held_token = std::stoull(out.substr(at, out.find('"', at) - at));
+  zmq::context_t ctx;
+  RawClient waiter(ctx, daemon.endpoint(), Encoding::kBinary);
+  ASSERT_TRUE(waiter.Hello().ok());
+  auto q = waiter.Call(AcquireReq("w", "row:1", Mode::kExclusive, 5000));
+  ASSERT_TRUE(q && q->queued);
+  holder.Signal(SIGKILL);
+  auto granted = waiter.WaitEvent(
+      [&](const protocol::Event& e) { return e.kind == protocol::EventKind::kGranted && e.id == q->id; },
+      milliseconds(3000));
+  ASSERT_TRUE(granted.has_value());
+  EXPECT_GT(granted->token, held_token);
+}
+
 TEST(PythonClient, ScriptHelpWorks) {
   Process help({"/usr/bin/python3", std::string(LOCKGRAPH_SOURCE_DIR) + "/client/python/lockgraph.py", "--help"});
   ASSERT_TRUE(help.Exited(milliseconds(10'000)));
