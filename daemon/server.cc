@@ -263,7 +263,7 @@ void Server::Impl::HandleFrame(const std::string& routing_id, std::string_view f
     }
   }
 
-  const std::string hello_key = routing_id + "/" + std::to_string(req.id);
+  const std::string hello_key = req.op == Op::kHello ? routing_id + "/" + std::to_string(req.id) : std::string();
   if (req.op == Op::kHello) {
     if (auto cached = hello_replies_.find(hello_key); cached != hello_replies_.end()) {
       ++counters_.cache_hits;
