@@ -560,6 +560,19 @@ TEST(Examples, TransferRunsAgainstARealDaemon) {
   EXPECT_NE(p.Output().find("transferring with tokens"), std::string::npos) << p.Output();
 }
 
+#ifdef LOCKGRAPH_LOAD_PATH
+// The load generator is a benchmark, not a test; this only keeps it from rotting.
+TEST(LoadGenerator, ShortRunAgainstARealDaemonReportsOps) {
+  Daemon d;
+  ASSERT_FALSE(d.endpoint().empty());
+  Process p({LOCKGRAPH_LOAD_PATH, "--endpoint", d.endpoint(), "--clients", "2", "--seconds", "0.2",
+             "--warmup-ms", "50", "--json"});
+  ASSERT_TRUE(p.Exited(milliseconds(20'000)));
+  EXPECT_EQ(p.exit_code(), 0) << p.Output();
+  EXPECT_NE(p.Output().find("ops_per_s"), std::string::npos) << p.Output();
+}
+#endif
+
 TEST(LockgraphctlProcess, CommandsAndExitCodes) {
   Daemon d;
   ASSERT_FALSE(d.endpoint().empty());
