@@ -454,18 +454,14 @@ protocol::Reply Server::Impl::Dispatch(const protocol::Request& req, Encoding en
     case Op::kUnwait:
       reply = ApplyCommand(graph::Unwait{auth, req.owner, req.resource}, req);
       break;
-    case Op::kReclaim: {
+    case Op::kReclaim:
       // Nothing survives a restart until the journal exists, so there is never a
-      // grace period to reclaim in.
-      reply = ApplyCommand(graph::Heartbeat{auth}, req);
-      if (reply.ok()) {
-        reply = protocol::Reply{};
-        reply.id = req.id;
-        reply.code = graph::Code::kBadRequest;
-        reply.message = "reclaim is accepted only during the grace period after a restart, and none is in progress";
-      }
-      break;
-    }
+      // grace period to reclaim in. Refused before anything is touched (not even the
+      // session's renewal).
+      reply.id = req.id;
+      reply.code = graph::Code::kBadRequest;
+      reply.message = "reclaim is accepted only during the grace period after a restart, and none is in progress";
+      return reply;
     case Op::kBatch: {
       reply.id = req.id;
       for (const protocol::Request& item_in : req.items) {

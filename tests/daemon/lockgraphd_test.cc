@@ -402,6 +402,7 @@ TEST_F(LockgraphdBadInputTest, EveryBadFrameGetsItsErrorAndChangesNothing) {
       {"lease not digits", json("\"op\":\"release\"," + auth + ",\"lease\":\"12ab\""), Code::kBadRequest},
       {"wrong version", "{\"v\":2,\"id\":7,\"op\":\"heartbeat\"," + auth + "}", Code::kBadRequest},
       {"empty frame", "", Code::kBadRequest},
+      {"reclaim outside grace", json("\"op\":\"reclaim\"," + auth + ",\"holds\":[{\"owner\":\"t\",\"resource\":\"acct:1\",\"mode\":\"X\",\"token\":\"" + std::to_string(*lease->token) + "\"}]"), Code::kBadRequest},
       {"revoke wrong token", json("\"op\":\"revoke\",\"admin_token\":\"guess\",\"resource\":\"acct:1\""), Code::kAuth},
   };
   RawClient raw(ctx_, daemon_.endpoint(), Encoding::kJson);

@@ -705,6 +705,19 @@ class ReportModeTest : public CoordinatorTest {
     CoordinatorTest::SetUp();
     audit_each_apply_ = false;
   }
+  // Each owner reports an X hold of its resource, 1 ms apart (so each is younger
+  // than the one before), then 1 ms more passes.
+  struct HoldSpec {
+    const Session* session;
+    const char* owner;
+    const char* resource;
+  };
+  void HoldInTurn(std::initializer_list<HoldSpec> holds) {
+    for (const HoldSpec& h : holds) {
+      EXPECT_TRUE(Hold(*h.session, h.owner, h.resource).reply.ok()) << h.owner << " " << h.resource;
+      Advance(1);
+    }
+  }
   // b/o2 is seen first (so a/o1 is the youngest); a/o1 holds A; b/o2 waits A; a/o1
   // waits B (free); then b/o2 reports its hold on B: the hold closes the cycle.
   // Returns the effects of that hold.
@@ -878,14 +891,7 @@ TEST_F(ReportModeTest, TwoDisjointCyclesConfirmedInOneTickGiveTwoVictims) {
   Session b = Hello("b");
   Session c = Hello("c");
   Session d = Hello("d");
-  EXPECT_TRUE(Hold(a, "o1", "A").reply.ok());
-  Advance(1);
-  EXPECT_TRUE(Hold(b, "o2", "B").reply.ok());
-  Advance(1);
-  EXPECT_TRUE(Hold(c, "o3", "C").reply.ok());
-  Advance(1);
-  EXPECT_TRUE(Hold(d, "o4", "D").reply.ok());
-  Advance(1);
+  HoldInTurn({{&a, "o1", "A"}, {&b, "o2", "B"}, {&c, "o3", "C"}, {&d, "o4", "D"}});
   EXPECT_TRUE(Wait(a, "o1", "B").reply.ok());
   EXPECT_TRUE(Wait(c, "o3", "D").reply.ok());
   Advance(1);
@@ -918,10 +924,7 @@ TEST_F(ReportModeTest, TwoDisjointCyclesConfirmedInOneTickGiveTwoVictims) {
 TEST_F(ReportModeTest, ResentWaitWhileConfirmingOrDoomedChoosesNoSecondVictim) {
   Session a = Hello("a");
   Session b = Hello("b");
-  EXPECT_TRUE(Hold(a, "o1", "A").reply.ok());
-  Advance(1);
-  EXPECT_TRUE(Hold(b, "o2", "B").reply.ok());
-  Advance(1);
+  HoldInTurn({{&a, "o1", "A"}, {&b, "o2", "B"}});
   EXPECT_TRUE(Wait(a, "o1", "B").reply.ok());
   Advance(1);
   EXPECT_EQ(Events(Wait(b, "o2", "A")), "");
@@ -960,12 +963,7 @@ TEST_F(ReportModeTest, UnresponsiveVictimIsReportedAndNextCandidateChosen) {
   Session a = Hello("a");
   Session b = Hello("b");
   Session c = Hello("c");
-  EXPECT_TRUE(Hold(a, "o1", "A").reply.ok());
-  Advance(1);
-  EXPECT_TRUE(Hold(b, "o2", "B").reply.ok());
-  Advance(1);
-  EXPECT_TRUE(Hold(c, "o3", "C").reply.ok());
-  Advance(1);
+  HoldInTurn({{&a, "o1", "A"}, {&b, "o2", "B"}, {&c, "o3", "C"}});
   EXPECT_TRUE(Wait(a, "o1", "B").reply.ok());
   EXPECT_TRUE(Wait(b, "o2", "C").reply.ok());
   EXPECT_TRUE(Wait(c, "o3", "A").reply.ok());
@@ -1743,10 +1741,7 @@ TEST_F(ReportModeTest, WaitClosingTheCycleWhenTheWaiterIsTheVictimIsDeadlockRepl
   Reset(config);
   Session a = Hello("a");
   Session b = Hello("b");
-  EXPECT_TRUE(Hold(a, "o1", "A").reply.ok());
-  Advance(1);
-  EXPECT_TRUE(Hold(b, "o2", "B").reply.ok());
-  Advance(1);
+  HoldInTurn({{&a, "o1", "A"}, {&b, "o2", "B"}});
   EXPECT_TRUE(Wait(a, "o1", "B", Mode::kExclusive, "a.cc:1").reply.ok());
   Advance(1);
   Effects fx = Wait(b, "o2", "A", Mode::kExclusive, "b.cc:2");
@@ -1847,12 +1842,7 @@ TEST_F(ReportModeTest, UnresponsiveEventCarriesTheReportThatChoseTheVictim) {
   Session a = Hello("a");
   Session b = Hello("b");
   Session c = Hello("c");
-  EXPECT_TRUE(Hold(a, "o1", "A").reply.ok());
-  Advance(1);
-  EXPECT_TRUE(Hold(b, "o2", "B").reply.ok());
-  Advance(1);
-  EXPECT_TRUE(Hold(c, "o3", "C").reply.ok());
-  Advance(1);
+  HoldInTurn({{&a, "o1", "A"}, {&b, "o2", "B"}, {&c, "o3", "C"}});
   EXPECT_TRUE(Wait(a, "o1", "B").reply.ok());
   EXPECT_TRUE(Wait(b, "o2", "C").reply.ok());
   EXPECT_TRUE(Wait(c, "o3", "A").reply.ok());
@@ -1873,10 +1863,7 @@ TEST_F(ReportModeTest, UnresponsiveEventCarriesTheReportThatChoseTheVictim) {
 TEST_F(ReportModeTest, UnresponsiveVictimInTwoOwnerCycleNextVictimSaysWhy) {
   Session a = Hello("a");
   Session b = Hello("b");
-  EXPECT_TRUE(Hold(a, "o1", "A").reply.ok());
-  Advance(1);
-  EXPECT_TRUE(Hold(b, "o2", "B").reply.ok());
-  Advance(1);
+  HoldInTurn({{&a, "o1", "A"}, {&b, "o2", "B"}});
   EXPECT_TRUE(Wait(a, "o1", "B").reply.ok());
   EXPECT_TRUE(Wait(b, "o2", "A").reply.ok());
   Effects fx = Advance(10);
