@@ -595,6 +595,17 @@ void Server::Impl::Deliver(std::vector<graph::Event>& events) {
           } else if constexpr (std::is_same_v<T, graph::SessionClosedEvent>) {
             spdlog::info("session {} {}", e.session, e.expired ? "expired" : "closed");
             peers_.erase(e.session);
+          } else if constexpr (std::is_same_v<T, graph::OrderReportEvent>) {
+            spdlog::warn("lock order report #{} ({}{}): {} -> {}\n{}", e.report->id,
+                         graph::OrderKindName(e.report->kind), e.report->denied ? ", denied" : "", e.report->from,
+                         e.report->to, graph::RenderOrderText(*e.report));
+            if (!e.report->denied) {
+              out.kind = protocol::EventKind::kOrderWarning;
+              out.owner = e.report->owner;
+              out.resource = e.report->resource;
+              out.report_json = graph::RenderOrderJson(*e.report);
+              SendEvent(e.session, std::move(out));
+            }
           } else if constexpr (std::is_same_v<T, graph::NeedEpochEvent>) {
             // The next epoch is on disk before any token of it is handed out.
             if (std::string err = StoreEpoch(config_.data_dir, e.next_epoch); !err.empty()) {

@@ -170,7 +170,12 @@ std::string_view RevokeReasonName(RevokeReason r) {
 class Coordinator::Impl {
  public:
   Impl(Config config, std::uint32_t epoch, std::uint64_t first_seq)
-      : config_(std::move(config)), epoch_(epoch), seq_(first_seq == 0 ? 1 : first_seq) {}
+      : config_(std::move(config)), epoch_(epoch), seq_(first_seq == 0 ? 1 : first_seq),
+        order_(WithSeparator(config_.order, config_.class_separator)) {}
+  static OrderRules WithSeparator(OrderRules rules, char separator) {
+    rules.separator = separator;
+    return rules;
+  }
 
   Effects Apply(const Command& command, TimeUs now);
   TimeUs NextDeadline() const;
@@ -329,6 +334,17 @@ class Coordinator::Impl {
   void GrantWait(std::uint32_t w);
   void Pump(std::uint32_t resource);
 
+  // ---- ordering
+  // Checks a request of owner `o` (kNone: holds nothing) for `resource` against the
+  // order; fills order_request_ for CommitOrder. False when it is refused (the
+  // reply is set to ORDER_VIOLATION).
+  bool CheckOrder(std::uint32_t o, std::uint32_t res, const std::string& session, const std::string& owner,
+                  const std::string& resource, const std::string& site, bool can_block, bool report_mode,
+                  Reply& r);
+  // The checked request goes ahead: learn and report. Call before anything interns
+  // a site (the request borrows site names).
+  void CommitOrder();
+
   // ---- edges
   void WaitAdded(std::uint32_t w);
   void WaitRemoved(std::uint32_t w);
@@ -404,6 +420,12 @@ class Coordinator::Impl {
 
   std::vector<std::uint32_t> gc_owners_;
   std::vector<std::uint32_t> gc_resources_;
+
+  OrderChecker order_;
+  std::vector<HeldRef> order_held_;
+  OrderRequest order_request_;
+  OrderVerdict order_verdict_;
+  bool order_pending_ = false;
 
   // Per-Apply context.
   Effects* out_ = nullptr;
@@ -1474,6 +1496,7 @@ void Coordinator::Impl::DoAcquire(const Acquire& c, Reply& r) {
                                  " are used up; waiting for the next epoch to be persisted");
     return;
   }
+  if (!CheckOrder(o, res, c.auth.session, c.owner, c.resource, c.site, c.wait_ms != 0, false, r)) return;
   if (res == kNone) res = CreateResource(c.resource, tag);
   o = FindOrCreateOwner(s, c.owner, c.started);
   // A retry passing back an earlier `started` keeps the owner's age (wound-wait),
@@ -1488,6 +1511,7 @@ void Coordinator::Impl::DoAcquire(const Acquire& c, Reply& r) {
   bool queue_free = true;
   for (std::uint32_t w : resources_[res].waits) queue_free = queue_free && waits_[w].reported;
   if (CanGrant(probe) && (queue_free || upgrade)) {
+    CommitOrder();
     owners_[o].started = started;
     std::uint32_t l = held;
     if (upgrade) {
@@ -1510,6 +1534,7 @@ void Coordinator::Impl::DoAcquire(const Acquire& c, Reply& r) {
     Fail(r, Code::kTimeout, c.resource + " is busy and wait_ms is 0");
     return;
   }
+  CommitOrder();
   owners_[o].started = started;
   const TimeUs deadline = c.wait_ms < 0 ? kNever : now_ + c.wait_ms * 1000;
   current_wait_ = NewWait(o, res, c.mode, false, upgrade, c.request_id, deadline, ttl_us, sites_.Intern(c.site));
@@ -1531,6 +1556,41 @@ void Coordinator::Impl::DoAcquire(const Acquire& c, Reply& r) {
   RenewSession(s);
   r.queued = true;
   current_wait_ = kNone;
+}
+
+// ============================================================ ordering
+
+bool Coordinator::Impl::CheckOrder(std::uint32_t o, std::uint32_t res, const std::string& session,
+                                   const std::string& owner, const std::string& resource, const std::string& site,
+                                   bool can_block, bool report_mode, Reply& r) {
+  order_pending_ = false;
+  if (!order_.enabled() || o == kNone || owners_[o].lease_count == 0) return true;
+  order_held_.clear();
+  for (std::uint32_t l = owners_[o].lease_head; l != kNone; l = leases_[l].own_next) {
+    if (leases_[l].resource == res) continue;
+    order_held_.push_back(HeldRef{resources_[leases_[l].resource].name, sites_.Get(leases_[l].site)});
+  }
+  if (order_held_.empty()) return true;
+  std::reverse(order_held_.begin(), order_held_.end());  // the list is newest first
+  order_request_ = OrderRequest{session, owner, resource, site, can_block, report_mode, order_held_};
+  order_verdict_ = order_.Check(order_request_);
+  if (order_verdict_.deny) {
+    auto [report, first] = order_.CommitDenied(order_request_, order_verdict_, now_);
+    if (first) Emit(OrderReportEvent{session, report});
+    r.order = std::move(report);
+    Fail(r, Code::kOrderViolation, order_verdict_.message);
+    return false;
+  }
+  order_pending_ = true;
+  return true;
+}
+
+void Coordinator::Impl::CommitOrder() {
+  if (!order_pending_) return;
+  order_pending_ = false;
+  for (auto& report : order_.Commit(order_request_, order_verdict_, now_)) {
+    Emit(OrderReportEvent{std::string(order_request_.session), std::move(report)});
+  }
 }
 
 void Coordinator::Impl::DoRenew(const Renew& c, Reply& r) {
@@ -1611,6 +1671,11 @@ void Coordinator::Impl::DoHold(const Hold& c, Reply& r) {
     Fail(r, Code::kBadRequest, "owner '" + c.owner + "' holds a granted S lease on " + c.resource +
                                    "; acquire X to upgrade it");
     return;
+  }
+  // A hold that ends the owner's wait for it was checked as that wait.
+  if (l == kNone && (o == kNone || res == kNone || FindWait(o, res) == kNone)) {
+    CheckOrder(o, res, c.auth.session, c.owner, c.resource, c.site, true, true, r);
+    CommitOrder();
   }
   if (res == kNone) res = CreateResource(c.resource, tag);
   o = FindOrCreateOwner(s, c.owner, std::nullopt);
@@ -1698,6 +1763,8 @@ void Coordinator::Impl::DoWait(const Wait& c, Reply& r) {
                               std::to_string(config_.max_waits_per_owner) + " resources");
     return;
   }
+  CheckOrder(o, res, c.auth.session, c.owner, c.resource, c.site, true, true, r);
+  CommitOrder();
   if (res == kNone) res = CreateResource(c.resource, tag);
   o = FindOrCreateOwner(s, c.owner, std::nullopt);
   current_wait_ = NewWait(o, res, c.mode, true, held != kNone, 0, kNever, 0, sites_.Intern(c.site));
@@ -1779,6 +1846,8 @@ Effects Coordinator::Apply(const Command& command, TimeUs now) { return impl_->A
 TimeUs Coordinator::NextDeadline() const { return impl_->NextDeadline(); }
 const Config& Coordinator::config() const { return impl_->config_; }
 const Stats& Coordinator::stats() const { return impl_->stats_; }
+const OrderChecker& Coordinator::order() const { return impl_->order_; }
+OrderChecker& Coordinator::order() { return impl_->order_; }
 std::uint32_t Coordinator::epoch() const { return impl_->epoch_; }
 Token Coordinator::last_token() const { return impl_->last_token_; }
 

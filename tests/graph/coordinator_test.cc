@@ -89,6 +89,10 @@ std::string Render(const Event& event) {
           [](const NeedEpochEvent& e) {
             return "need_epoch " + std::to_string(e.next_epoch);
           },
+          [](const OrderReportEvent& e) {
+            return "order " + e.session + " " + std::string(OrderKindName(e.report->kind)) + " " +
+                   e.report->from + "->" + e.report->to + (e.report->denied ? " denied" : "");
+          },
       },
       event);
 }
@@ -194,6 +198,9 @@ class CoordinatorTest : public ::testing::Test {
   }
 
   void Reset(Config config, std::uint32_t epoch = 1, std::uint64_t first_seq = 1) {
+    // These scenarios are about locking and deadlocks; lock ordering, on by default,
+    // has its own tests (order_test.cc) and would add its reports to every cycle here.
+    config.order.mode = OrderMode::kOff;
     coord_ = std::make_unique<Coordinator>(std::move(config), epoch, first_seq);
   }
 

@@ -207,6 +207,10 @@ inline std::string Describe(const Event& event) {
             o << "SessionClosed " << e.session << (e.expired ? " expired" : " bye");
           },
           [&](const NeedEpochEvent& e) { o << "NeedEpoch " << e.next_epoch; },
+          [&](const OrderReportEvent& e) {
+            o << "OrderReport " << e.session << " " << OrderKindName(e.report->kind) << " "
+              << e.report->from << "->" << e.report->to;
+          },
       },
       event);
   return o.str();

@@ -29,6 +29,7 @@
 #include <variant>
 #include <vector>
 
+#include "lockgraph/graph/order.h"
 #include "lockgraph/graph/report.h"
 #include "lockgraph/graph/types.h"
 
@@ -49,7 +50,10 @@ struct Config {
   TimeUs victim_grace_us = 2'000'000;  // report-mode victim must release within this
   TimeUs revoke_grace_us = 1'000'000;  // revoked leases pass to waiters after this
   std::int64_t max_ttl_ms = 24LL * 3600 * 1000;
-  char class_separator = ':';
+  char class_separator = ':';  // also the ordering rules' separator
+  // Lock ordering (order.h): declared rules, learned order, modes. Checked on every
+  // acquire, hold and wait made while the owner holds something.
+  OrderRules order;
   std::map<std::string, ClassConfig, std::less<>> classes;  // by class name
   std::vector<VictimStep> victim_policy = {VictimStep::kLowestPriority,
                                            VictimStep::kYoungest,
@@ -165,6 +169,7 @@ struct Reply {
   std::optional<TimeUs> started;
   std::int64_t expires_in_ms = 0;
   std::shared_ptr<const DeadlockReport> deadlock;  // with kDeadlock
+  std::shared_ptr<const OrderReport> order;        // with kOrderViolation
   std::vector<LeaseId> revoked;                    // revoke
   bool ok() const { return code == Code::kOk; }
 };
@@ -222,6 +227,13 @@ struct SessionClosedEvent {
   std::string session;
   bool expired = false;  // false: bye
 };
+// An ordering problem seen for the first time (later occurrences are only counted):
+// a warning for `session` (report->denied false), or the first refusal of a request
+// with ORDER_VIOLATION (for logs; the reply carries it).
+struct OrderReportEvent {
+  std::string session;
+  std::shared_ptr<const OrderReport> report;
+};
 // Persist `next_epoch` and send SetEpoch before the current epoch runs out.
 struct NeedEpochEvent {
   std::uint32_t next_epoch = 0;
@@ -229,7 +241,7 @@ struct NeedEpochEvent {
 
 using Event = std::variant<GrantedEvent, DeniedEvent, RevokedEvent, DeadlockEvent,
                            VictimUnresponsiveEvent, ConflictingHoldEvent,
-                           SessionClosedEvent, NeedEpochEvent>;
+                           SessionClosedEvent, NeedEpochEvent, OrderReportEvent>;
 
 struct Effects {
   Reply reply;
@@ -314,6 +326,10 @@ class Coordinator {
 
   const Config& config() const;
   const Stats& stats() const;
+  // The order checker: its counters, learned order and reports; Restore() on it
+  // loads an order saved by an earlier run.
+  const OrderChecker& order() const;
+  OrderChecker& order();
   std::uint32_t epoch() const;
   Token last_token() const;  // 0 before the first grant
 
