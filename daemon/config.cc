@@ -2,6 +2,11 @@
 
 #include <toml++/toml.h>
 
+#include <fstream>
+#include <sstream>
+
+#include "lockgraph/graph/order_rules.h"
+
 namespace lockgraph::daemon {
 namespace {
 
@@ -138,7 +143,21 @@ std::string LoadConfigFile(const std::string& path, DaemonConfig& c) {
       c.core.classes[std::string(name.str())] = cc;
     }
   }
+  if (err.empty()) err = LoadOrderRulesFile(path, c, /*whole_file_is_rules=*/false);
   return err;
+}
+
+std::string LoadOrderRulesFile(const std::string& path, DaemonConfig& c, bool whole_file_is_rules) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "cannot read " + path;
+  std::stringstream text;
+  text << in.rdbuf();
+  if (whole_file_is_rules && text.str().find("ordering") == std::string::npos) {
+    return path + ": no [ordering] table (see docs/ordering.md)";
+  }
+  if (std::string err = graph::ParseOrderRules(text.str(), path, c.core.order); !err.empty()) return err;
+  c.core.class_separator = c.core.order.separator;
+  return "";
 }
 
 std::string Validate(const DaemonConfig& c) {

@@ -30,6 +30,10 @@ struct DaemonConfig {
 // message naming the file, key and problem, or an empty string.
 std::string LoadConfigFile(const std::string& path, DaemonConfig& config);
 
+// Reads the [ordering] table of a TOML file (a rules file, or the config itself)
+// over config.core.order; the separator also names classes for [classes].
+std::string LoadOrderRulesFile(const std::string& path, DaemonConfig& config, bool whole_file_is_rules = true);
+
 // Checks values that no parser can: ranges and combinations. Empty when fine.
 std::string Validate(const DaemonConfig& config);
 

@@ -27,19 +27,23 @@ bool FsyncPath(const std::string& path, int flags) {
 
 }  // namespace
 
-std::string StoreEpoch(const std::string& data_dir, std::uint32_t epoch) {
-  const std::string path = data_dir + "/epoch";
+std::string WriteFileDurably(const std::string& dir, const std::string& name, const std::string& contents) {
+  const std::string path = dir + "/" + name;
   const std::string tmp = path + ".tmp";
   {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << epoch << "\n";
+    std::ofstream out(tmp, std::ios::trunc | std::ios::binary);
+    out << contents;
     out.flush();
     if (!out) return Errno("cannot write", tmp);
   }
   if (!FsyncPath(tmp, O_RDONLY)) return Errno("cannot fsync", tmp);
   if (std::rename(tmp.c_str(), path.c_str()) != 0) return Errno("cannot rename", tmp);
-  if (!FsyncPath(data_dir, O_RDONLY | O_DIRECTORY)) return Errno("cannot fsync", data_dir);
+  if (!FsyncPath(dir, O_RDONLY | O_DIRECTORY)) return Errno("cannot fsync", dir);
   return "";
+}
+
+std::string StoreEpoch(const std::string& data_dir, std::uint32_t epoch) {
+  return WriteFileDurably(data_dir, "epoch", std::to_string(epoch) + "\n");
 }
 
 std::variant<std::uint32_t, std::string> AdvanceEpoch(const std::string& data_dir) {

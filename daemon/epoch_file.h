@@ -19,6 +19,11 @@ std::variant<std::uint32_t, std::string> AdvanceEpoch(const std::string& data_di
 // Durably stores `epoch` (which must be above the stored one) the same way.
 std::string StoreEpoch(const std::string& data_dir, std::uint32_t epoch);
 
+// Replaces DIR/NAME with `contents` so that a crash leaves the old file or the new
+// one, never a mix: write DIR/NAME.tmp, fsync it, rename it, fsync the directory.
+// Returns an error naming the file, or an empty string.
+std::string WriteFileDurably(const std::string& dir, const std::string& name, const std::string& contents);
+
 }  // namespace lockgraph::daemon
 
 #endif  // LOCKGRAPH_DAEMON_EPOCH_FILE_H_

@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
       "lockgraphd"};
   std::string config_file;
   std::vector<std::string> listen;
-  std::string data_dir, admin_token, log_level, victim_policy;
+  std::string data_dir, admin_token, log_level, victim_policy, rules_file, order_mode;
   std::int64_t confirm_ms = -1, victim_grace_ms = -1, revoke_grace_ms = -1, max_frame_bytes = -1,
                max_name_bytes = -1;
   app.add_option("--config", config_file, "TOML configuration file (see docs/configuration.md)")
@@ -54,6 +54,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1024, 64 << 20));
   app.add_option("--max-name-bytes", max_name_bytes, "longest owner, resource or site name (default 1024)")
       ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--rules", rules_file,
+                 "lock-ordering rules: a TOML file with an [ordering] table, read over the config's "
+                 "(see docs/ordering.md)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--order-mode", order_mode,
+                 "lock-ordering mode for classes without their own: off, warn or enforce (default warn)")
+      ->check(CLI::IsMember({"off", "warn", "enforce"}));
   CLI11_PARSE(app, argc, argv);
 
   if (!config_file.empty()) {
@@ -62,6 +69,13 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (!rules_file.empty()) {
+    if (std::string err = lockgraph::daemon::LoadOrderRulesFile(rules_file, config); !err.empty()) {
+      std::cerr << "lockgraphd: " << err << "\n";
+      return 2;
+    }
+  }
+  if (!order_mode.empty()) config.core.order.mode = *lockgraph::graph::ParseOrderMode(order_mode);
   if (!listen.empty()) config.listen = listen;
   if (!data_dir.empty()) config.data_dir = data_dir;
   if (!admin_token.empty()) config.admin_token = admin_token;

@@ -6,11 +6,13 @@
 
 #include <chrono>
 #include <deque>
+#include <filesystem>
 #include <random>
 #include <unordered_map>
 #include <zmq.hpp>
 
 #include "epoch_file.h"
+#include "order_file.h"
 #include "lockgraph/protocol.h"
 
 namespace lockgraph::daemon {
@@ -47,6 +49,7 @@ class Server::Impl {
     limits_.max_frame_bytes = config_.max_frame_bytes;
     limits_.max_name_bytes = config_.core.max_name_bytes;
     limits_.max_batch_items = config_.max_batch_items;
+    RestoreOrder();
   }
 
   std::string Bind();
@@ -102,6 +105,11 @@ class Server::Impl {
   void Acknowledge(Peer& peer, std::uint64_t acked_seq);
   std::string RandomHex(int bytes);
 
+  // The learned lock order: loaded from the data directory at start, saved when it
+  // grows (new edges are rare: each is learned once) and at exit.
+  void RestoreOrder();
+  void SaveOrderIfChanged(bool force = false);
+  std::string OrderJson();
   std::string StatsJson();
   std::string LeasesJson(const protocol::Request& req);
   std::string GraphJson();
@@ -124,6 +132,7 @@ class Server::Impl {
   // Hello has no session yet: its retries are recognised by connection and id.
   std::unordered_map<std::string, std::string> hello_replies_;
   std::deque<std::string> hello_order_;
+  std::uint64_t saved_order_version_ = 0;
 };
 
 // ------------------------------------------------------------------ transport
@@ -199,6 +208,7 @@ void Server::Impl::Run(const std::atomic<bool>& stop) {
       graph::Effects effects = core_.Apply(graph::Tick{}, MonotonicNowUs());
       Deliver(effects.events);
     }
+    SaveOrderIfChanged();
   }
   // Stop accepting, answer what has arrived.
   for (const std::string& e : endpoints_) {
@@ -208,6 +218,36 @@ void Server::Impl::Run(const std::atomic<bool>& stop) {
     }
   }
   receive_all();
+  SaveOrderIfChanged(/*force=*/true);
+}
+
+void Server::Impl::RestoreOrder() {
+  auto loaded = LoadLearnedOrder(config_.data_dir);
+  if (auto* err = std::get_if<std::string>(&loaded)) {
+    // The learned order is advice, not state that locks depend on: keep the file
+    // for inspection and start learning afresh rather than refuse to serve.
+    const std::string path = config_.data_dir + "/" + kOrderFileName;
+    const std::string aside = path + ".corrupt";
+    std::error_code ec;
+    std::filesystem::rename(path, aside, ec);
+    spdlog::error("{}; moved it to {} and starting with an empty learned order", *err, aside);
+    return;
+  }
+  const auto& edges = std::get<0>(loaded);
+  core_.order().Restore(edges);
+  saved_order_version_ = core_.order().version();
+  if (!edges.empty()) {
+    spdlog::info("restored {} learned lock-order edges from {}/{}", edges.size(), config_.data_dir, kOrderFileName);
+  }
+}
+
+void Server::Impl::SaveOrderIfChanged(bool force) {
+  const std::uint64_t version = core_.order().version();
+  if (version == saved_order_version_ && !(force && core_.order().stats().learned_edges > 0)) return;
+  if (std::string err = SaveLearnedOrder(config_.data_dir, core_.order().Learned()); !err.empty()) {
+    spdlog::error("cannot save the learned lock order: {}", err);
+  }
+  saved_order_version_ = version;  // a failed save is retried at the next new edge
 }
 
 // ------------------------------------------------------------------ requests
@@ -337,6 +377,7 @@ protocol::Reply Server::Impl::FromCore(const graph::Reply& r, std::uint64_t id) 
   out.code = r.code;
   out.message = r.message;
   out.deadlock = r.deadlock;
+  if (r.order) out.order_json = graph::RenderOrderJson(*r.order);
   if (!r.ok()) {
     if (r.started) out.started = *r.started;
     return out;
@@ -525,6 +566,11 @@ protocol::Reply Server::Impl::Dispatch(const protocol::Request& req, Encoding en
       reply.listing_key = "deadlocks";
       reply.listing_json = DeadlocksJson(req);
       return reply;
+    case Op::kOrder:
+      reply.id = req.id;
+      reply.listing_key = "order";
+      reply.listing_json = OrderJson();
+      return reply;
   }
   ack_if_authentic(reply);
   return reply;
@@ -680,8 +726,44 @@ std::string Server::Impl::StatsJson() {
   num("live_leases", s.live_leases);
   num("live_waits", s.live_waits);
   num("wait_edges", s.wait_edges);
+  const graph::OrderStats& o = core_.order().stats();
+  Key(w, "order");
+  w.StartObject();
+  num("checks", o.checks);
+  num("warnings", o.warnings);
+  num("denied", o.denied);
+  num("reports", o.reports);
+  num("repeats", o.repeats);
+  num("inversions", o.inversions);
+  num("learned_edges", o.learned_edges);
+  w.EndObject();
   w.EndObject();
   return buf.GetString();
+}
+
+std::string Server::Impl::OrderJson() {
+  const graph::OrderChecker& order = core_.order();
+  std::string out = "{\"mode\":";
+  graph::AppendJsonString(out, graph::OrderModeName(order.rules().mode));
+  out += ",\"edges\":[";
+  const auto edges = order.Learned();
+  for (std::size_t i = 0; i < edges.size(); ++i) {
+    if (i) out += ',';
+    AppendOrderEdgeJson(out, edges[i]);
+  }
+  out += "],\"reports\":[";
+  const auto reports = order.Reports();
+  for (std::size_t i = 0; i < reports.size(); ++i) {
+    if (i) out += ',';
+    out += "{\"count\":" + std::to_string(reports[i].second) + ",\"report\":" + graph::RenderOrderJson(*reports[i].first) +
+           ",\"text\":";
+    graph::AppendJsonString(out, graph::RenderOrderText(*reports[i].first));
+    out += '}';
+  }
+  out += "],\"rules\":";
+  graph::AppendJsonString(out, order.ExportRules());
+  out += '}';
+  return out;
 }
 
 std::string Server::Impl::LeasesJson(const protocol::Request& req) {

@@ -11,9 +11,9 @@
 namespace lockgraph::protocol {
 namespace {
 
-constexpr std::array<std::string_view, 16> kOpNames = {
-    "hello",  "heartbeat", "bye",    "acquire", "renew", "release", "hold",  "wait",
-    "unwait", "reclaim",   "batch",  "revoke",  "graph", "stats",   "leases", "deadlocks",
+constexpr std::array<std::string_view, 17> kOpNames = {
+    "hello",  "heartbeat", "bye",    "acquire", "renew", "release", "hold",   "wait",      "unwait",
+    "reclaim", "batch",    "revoke", "graph",   "stats", "leases",  "deadlocks", "order",
 };
 
 constexpr std::array<std::string_view, 4> kEventNames = {"granted", "denied", "revoked",
@@ -43,6 +43,7 @@ bool IsSessionScoped(Op op) {
     case Op::kStats:
     case Op::kLeases:
     case Op::kDeadlocks:
+    case Op::kOrder:
       return false;
     default:
       return true;
@@ -299,6 +300,7 @@ std::span<const FieldUse> FieldsOf(Op op) {
     case Op::kLeases:
     case Op::kDeadlocks:
       return kQueryFields;
+    case Op::kOrder: return {};
   }
   return {};
 }

@@ -11,7 +11,7 @@
 //   opt<T>   = 0 | 1 T
 //   bool     = 0 | 1
 //   request  = id:u64 op:u8 present:u32 value*
-//              op is Op's value (0 hello ... 15 deadlocks); `present` has bit b set
+//              op is Op's value (0 hello ... 15 deadlocks, 16 order); `present` has bit b set
 //              for each field carried, and the values follow in increasing b:
 //                0 session string     7 owner string        14 holds count hold*
 //                1 secret string      8 resource string     15 items count request*
@@ -30,6 +30,7 @@
 //              lease:opt<u64> token:opt<u64> started:opt<i64> expires_in_ms:opt<i64>
 //              results:count reply* revoked:opt<count u64*> graph_dot:opt<string>
 //              listing_key:string listing_json:string deadlock:opt<report>
+//              order_json:string
 //   event    = kind:u8 seq:u64 id:u64 owner:string resource:string mode:u8 lease:u64
 //              token:u64 code:u8 reason:u8 handover_in_ms:i64 deadlock:opt<report>
 //              report_json:string
@@ -62,7 +63,7 @@ namespace {
 
 enum class Kind : std::uint8_t { kRequest = 1, kReply = 2, kEvent = 3 };
 
-constexpr std::uint8_t kMaxOp = static_cast<std::uint8_t>(Op::kDeadlocks);
+constexpr std::uint8_t kMaxOp = static_cast<std::uint8_t>(Op::kOrder);
 constexpr std::uint8_t kMaxCode = static_cast<std::uint8_t>(Code::kInternal);
 constexpr std::uint8_t kMaxReason = static_cast<std::uint8_t>(graph::RevokeReason::kOperator);
 constexpr std::uint8_t kMaxStep = static_cast<std::uint8_t>(graph::VictimStep::kLowestId);
@@ -76,7 +77,7 @@ constexpr std::size_t kMinStringBytes = 8;
 constexpr std::size_t kMinLabelBytes = 2 * kMinStringBytes;
 constexpr std::size_t kMinHoldBytes = 2 * kMinStringBytes + 1 + 8;
 constexpr std::size_t kMinRequestBytes = 8 + 1 + 4;
-constexpr std::size_t kMinReplyBytes = 8 + 1 + 2 * kMinStringBytes;
+constexpr std::size_t kMinReplyBytes = 8 + 1 + 3 * kMinStringBytes;
 constexpr std::size_t kMinEdgeBytes = 4 * kMinStringBytes + 2;
 
 // Thrown inside this file only, caught by the Decode* entry points: a decoder that
@@ -428,6 +429,7 @@ void WriteReply(Writer& w, const Reply& r) {
   w.String(r.listing_key);
   w.String(r.listing_json);
   WriteOptionalReport(w, r.deadlock);
+  w.String(r.order_json);
 }
 
 Reply ReadReply(Reader& in, int depth, std::uint64_t* id_out) {
@@ -460,6 +462,7 @@ Reply ReadReply(Reader& in, int depth, std::uint64_t* id_out) {
   r.listing_key = in.String();
   r.listing_json = in.String();
   r.deadlock = ReadOptionalReport(in);
+  r.order_json = in.String();
   return r;
 }
 

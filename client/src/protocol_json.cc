@@ -28,6 +28,7 @@
 //   graph             format O ["json"]: "json" or "dot"
 //   stats, leases,    owner O [""], resource O [""], session O [""]: filters, not a
 //   deadlocks         session of the caller (the queries are not session-scoped)
+//   order             — (a query: the learned lock order, reports, exported rules)
 //
 // Types: ids, seq, acked_seq are JSON integers in uint64; ttl_ms, wait_ms, started,
 // heartbeat_ms, expires_in_ms, handover_in_ms int64; priority int32; epoch uint32.
@@ -44,7 +45,8 @@
 // encoding) and has nothing but whitespace after its object.
 //
 // Replies: {"v":1,"id":N,"ok":true, <fields that are set>} or
-// {"v":1,"id":N,"ok":false,"error":{"code":C,"message":M[,"leader":L][,"deadlock":{}]},
+// {"v":1,"id":N,"ok":false,"error":{"code":C,"message":M[,"leader":L][,"deadlock":{}]
+//  [,"order":{}]},
 //  <fields that are set>} (a TIMEOUT of acquire carries "started"). The fields, in this
 // order: session, secret, heartbeat_ms, epoch, server, granted, queued, cancelled (only
 // when true), lease, token, started, expires_in_ms, results (reply objects without "v",
@@ -627,6 +629,10 @@ void WriteReply(Out& out, const Reply& r, bool top) {
       out.Key("deadlock");
       out.Raw(graph::RenderJson(*r.deadlock), "{}");
     }
+    if (!r.order_json.empty()) {
+      out.Key("order");
+      out.Raw(r.order_json, "{}");
+    }
     out.EndObject();
   }
   auto string = [&](std::string_view key, const std::optional<std::string>& v) {
@@ -684,7 +690,7 @@ void WriteReply(Out& out, const Reply& r, bool top) {
   out.EndObject();
 }
 
-constexpr std::string_view kListingKeys[] = {"graph", "stats", "leases", "deadlocks"};
+constexpr std::string_view kListingKeys[] = {"graph", "stats", "leases", "deadlocks", "order"};
 
 Problem DecodeReply(const Value& object, Reply& r, int depth) {
   if (!object.IsObject()) return Fail("expected an object");
@@ -699,6 +705,12 @@ Problem DecodeReply(const Value& object, Reply& r, int depth) {
     if (!p) p = Optional(*error, "message", r.message);
     if (!p) p = Optional(*error, "leader", r.leader);
     if (!p) p = OptionalDeadlock(*error, r.deadlock);
+    if (!p) {
+      if (const Value* order = Find(*error, "order")) {
+        if (!order->IsObject()) p = Expected("order", "an object");
+        else r.order_json = Serialize(*order);
+      }
+    }
     if (p) return Within(std::move(p), "field \"error\"");
   }
   if (auto e = Optional(object, "session", r.session)) return e;

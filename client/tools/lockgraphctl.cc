@@ -1,7 +1,9 @@
-// lockgraphctl: the operator's view of a running lockgraphd.
+// lockgraphctl: the operator's view of a running lockgraphd, and the offline
+// lock-order checker (check-order) for CI.
 //
-// Exit codes: 0 success; 1 the daemon answered with an error; 2 bad usage;
-// 3 the daemon did not answer within --timeout-ms.
+// Exit codes: 0 success; 1 the daemon answered with an error (check-order: a
+// violation or inversion was found); 2 bad usage or unreadable input; 3 the daemon
+// did not answer within --timeout-ms.
 #include <rapidjson/document.h>
 #include <rapidjson/prettywriter.h>
 #include <rapidjson/stringbuffer.h>
@@ -11,6 +13,9 @@
 #include <iostream>
 #include <zmq.hpp>
 
+#include <fstream>
+
+#include "check_order.h"
 #include "lockgraph/graph/report.h"
 #include "lockgraph/protocol.h"
 
@@ -216,6 +221,51 @@ int Revoke(const Target& t, const std::string& token, std::optional<std::uint64_
   return kExitOk;
 }
 
+// `order`: the learned class order and the reports; `order export`: the rules file.
+int Order(const Target& t, bool json, bool export_rules, const std::string& out_path) {
+  Request req;
+  req.op = Op::kOrder;
+  Reply reply;
+  if (int rc = Call(t, req, reply)) return rc;
+  if (json && !export_rules) {
+    PrintPretty(reply.listing_json);
+    return kExitOk;
+  }
+  rapidjson::Document d;
+  d.Parse(reply.listing_json.c_str());
+  if (d.HasParseError() || !d.IsObject() || !d.HasMember("edges") || !d["edges"].IsArray() ||
+      !d.HasMember("reports") || !d["reports"].IsArray()) {
+    std::cerr << "lockgraphctl: the daemon's order listing is not the expected object\n";
+    return kExitError;
+  }
+  if (export_rules) {
+    const std::string rules = S(d, "rules");
+    if (out_path.empty() || out_path == "-") {
+      std::cout << rules;
+      return kExitOk;
+    }
+    std::ofstream out(out_path, std::ios::trunc);
+    out << rules;
+    if (!out) {
+      std::cerr << "lockgraphctl: cannot write " << out_path << "\n";
+      return 2;
+    }
+    return kExitOk;
+  }
+  std::printf("ordering mode %s; %zu learned class edge(s):\n", S(d, "mode").c_str(), d["edges"].Size());
+  for (const auto& e : d["edges"].GetArray()) {
+    const std::string site = S(e, "site");
+    std::printf("  %-16s -> %-16s seen %6s time(s)%s, first by %s/%s%s\n", S(e, "from").c_str(), S(e, "to").c_str(),
+                S(e, "count").c_str(), S(e, "inversion") == "true" ? " INVERSION" : "", S(e, "session").c_str(),
+                S(e, "owner").c_str(), site.empty() ? "" : (" at " + site).c_str());
+  }
+  if (d["reports"].Empty()) std::printf("no ordering reports\n");
+  for (const auto& r : d["reports"].GetArray()) {
+    std::printf("\nreport seen %s time(s):\n%s", S(r, "count").c_str(), S(r, "text").c_str());
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -257,12 +307,36 @@ int main(int argc, char** argv) {
   auto* res_opt = revoke->add_option("--resource", resource, "resource name");
   lease_opt->excludes(res_opt);
 
+  auto* order = app.add_subcommand("order", "the lock order learned so far, and its reports");
+  order->add_flag("--json", json, "print the raw JSON");
+  std::string export_out;
+  auto* order_export = order->add_subcommand("export", "write the learned order as a rules file (TOML)");
+  order_export->add_option("--output,-o", export_out, "file to write (default: standard output)");
+
+  lockgraph::tools::CheckOrderOptions check;
+  std::string check_mode;
+  auto* check_order = app.add_subcommand(
+      "check-order",
+      "check recorded lock traces (JSON lines, e.g. from LOCKGRAPH_RECORD) for lock-order violations and "
+      "inversions, with no daemon. Exit 0: none; 1: some were found; 2: unreadable input");
+  check_order->add_option("traces", check.traces, "trace files")->required();
+  check_order->add_option("--rules", check.rules_file, "rules file with an [ordering] table (see docs/ordering.md)");
+  check_order->add_option("--mode", check_mode, "override the rules' global mode: off, warn or enforce")
+      ->check(CLI::IsMember({"off", "warn", "enforce"}));
+  check_order->add_option("--junit", check.junit, "also write a JUnit XML report to this file");
+  check_order->add_flag("--quiet,-q", check.quiet, "print only the summary line");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : 2;
   }
+  if (check_order->parsed()) {
+    if (!check_mode.empty()) check.mode = lockgraph::graph::ParseOrderMode(check_mode);
+    return lockgraph::tools::CheckOrder(check);
+  }
+  if (order->parsed()) return Order(target, json, order_export->parsed(), export_out);
   if (status->parsed()) return Status(target, json);
   if (graph->parsed()) return Graph(target, format);
   if (leases->parsed()) return Leases(target, filters, json);

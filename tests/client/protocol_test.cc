@@ -1126,8 +1126,46 @@ TEST(ProtocolBadInput, UnknownOp) {
             "BAD_REQUEST id=42 unknown op \"lock\"");
   EXPECT_EQ(Describe(MustFail(R"({"v":1,"id":42,"session":"s"})")), "BAD_REQUEST id=42 missing field \"op\"");
   std::string frame = ValidBinaryHeartbeat();
-  frame[3 + 8] = 16;  // the op byte, one past deadlocks
-  EXPECT_EQ(Describe(MustFail(frame)), "BAD_REQUEST id=42 unknown op 16");
+  frame[3 + 8] = 17;  // the op byte, one past order
+  EXPECT_EQ(Describe(MustFail(frame)), "BAD_REQUEST id=42 unknown op 17");
+}
+
+// The order query, and the ordering report that ORDER_VIOLATION errors carry, in
+// both encodings; a report that is not an object is refused.
+TEST(ProtocolOrdering, OrderQueryAndViolationReportRoundTrip) {
+  for (Encoding e : {Encoding::kJson, Encoding::kBinary}) {
+    SCOPED_TRACE(e == Encoding::kJson ? "json" : "binary");
+    Request q;
+    q.id = 9;
+    q.op = Op::kOrder;
+    Request back = MustDecode(EncodeRequest(q, e));
+    EXPECT_EQ(back.op, Op::kOrder);
+    EXPECT_FALSE(IsSessionScoped(Op::kOrder));
+
+    Reply r;
+    r.id = 9;
+    r.code = Code::kOrderViolation;
+    r.message = "ORDER_VIOLATION: class 'account' (rank 10) must be taken before class 'order' (rank 20)";
+    r.order_json = R"({"kind":"rank","from":"order","to":"account","chain":[],"denied":true})";
+    auto decoded = DecodeServerMessage(EncodeReply(r, e));
+    ASSERT_TRUE(std::holds_alternative<ServerMessage>(decoded));
+    const Reply& got = std::get<Reply>(std::get<ServerMessage>(decoded));
+    EXPECT_EQ(got.code, Code::kOrderViolation);
+    EXPECT_EQ(got.message, r.message);
+    EXPECT_EQ(got.order_json, r.order_json);
+
+    Reply listing;
+    listing.id = 10;
+    listing.listing_key = "order";
+    listing.listing_json = R"({"mode":"warn","edges":[],"reports":[],"rules":""})";
+    auto l = DecodeServerMessage(EncodeReply(listing, e));
+    ASSERT_TRUE(std::holds_alternative<ServerMessage>(l));
+    EXPECT_EQ(std::get<Reply>(std::get<ServerMessage>(l)).listing_json, listing.listing_json);
+  }
+  auto bad = DecodeServerMessage(
+      R"({"v":1,"id":3,"ok":false,"error":{"code":"ORDER_VIOLATION","message":"m","order":"not an object"}})");
+  ASSERT_TRUE(std::holds_alternative<DecodeError>(bad));
+  EXPECT_NE(std::get<DecodeError>(bad).message.find("order"), std::string::npos);
 }
 
 TEST(ProtocolBadInput, UnknownMode) {

@@ -55,6 +55,7 @@ enum class Op : std::uint8_t {
   kStats,
   kLeases,
   kDeadlocks,
+  kOrder,  // the learned lock order, ordering reports and the rules they export
 };
 std::string_view OpName(Op op);
 std::optional<Op> ParseOp(std::string_view name);
@@ -134,6 +135,8 @@ struct Reply {
   std::string listing_json;  // a JSON value, spliced as is into JSON replies
   // DEADLOCK errors
   std::shared_ptr<const graph::DeadlockReport> deadlock;
+  // ORDER_VIOLATION errors: the ordering report (graph::RenderOrderJson), a JSON object
+  std::string order_json;
 
   bool ok() const { return code == Code::kOk; }
 };
