@@ -10,6 +10,7 @@
 #include <boost/graph/topological_sort.hpp>
 #include <boost/graph/visitors.hpp>
 #include <charconv>
+#include <cstdio>
 #include <iterator>
 #include <unordered_map>
 
@@ -81,6 +82,32 @@ std::optional<std::uint64_t> AsUnsigned(std::string_view s) {
   return v;
 }
 
+// A TOML basic string: JSON's escapes, plus DEL, which TOML does not allow raw.
+void AppendTomlString(std::string& out, std::string_view s) {
+  std::string json;
+  AppendJsonString(json, s);
+  for (char c : json) {
+    if (c == '\x7f') out += "\\u007f";
+    else out.push_back(c);
+  }
+}
+
+// Names as comment text: a TOML comment ends at a newline and may hold no other
+// control character but tab, so a name with one must not end it early.
+std::string CommentText(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if ((c < 0x20 && c != '\t') || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 int CompareKeys(std::string_view a, std::string_view b) {
@@ -119,12 +146,12 @@ class OrderChecker::Impl {
     return it == class_ids_.end() ? kNone : it->second;
   }
   std::uint32_t InternClass(std::string_view cls) {
-    auto [it, inserted] = class_ids_.try_emplace(std::string(cls), static_cast<std::uint32_t>(class_names_.size()));
-    if (inserted) {
-      class_names_.emplace_back(cls);
-      boost::add_vertex(graph_);
-    }
-    return it->second;
+    if (auto it = class_ids_.find(cls); it != class_ids_.end()) return it->second;
+    const auto id = static_cast<std::uint32_t>(class_names_.size());
+    class_ids_.emplace(std::string(cls), id);
+    class_names_.emplace_back(cls);
+    boost::add_vertex(graph_);
+    return id;
   }
   static std::uint64_t Key(std::uint32_t from, std::uint32_t to) { return std::uint64_t{from} << 32 | to; }
   static std::uint64_t ReportKey(OrderKind kind, std::uint32_t from, std::uint32_t to) {
@@ -185,16 +212,26 @@ OrderVerdict OrderChecker::Impl::Check(const OrderRequest& q) const {
   if (to_mode == OrderMode::kOff) return v;
   const ClassOrderRule* to_rule = RuleOf(to_cls);
   std::vector<std::string_view> seen;  // classes that already gave an edge
+  // One finding per (kind, held class): a request is one occurrence of a problem,
+  // however many locks of the held class it breaks the rule with.
+  std::vector<std::pair<OrderKind, std::string_view>> found;
+  auto first_finding = [&](OrderKind kind, std::string_view cls) {
+    if (std::find(found.begin(), found.end(), std::make_pair(kind, cls)) != found.end()) return false;
+    found.emplace_back(kind, cls);
+    return true;
+  };
   for (std::uint32_t i = 0; i < q.held.size(); ++i) {
     const std::string_view held = q.held[i].resource;
     if (held == q.resource) continue;
     const std::string_view from_cls = ClassOf(held, sep);
-    if (ModeOf(from_cls) == OrderMode::kOff) continue;
+    // The class asked for decides the mode, so a held class that is off is still
+    // checked against the declared rules; it only takes no part in the learned order.
+    const bool from_off = ModeOf(from_cls) == OrderMode::kOff;
     if (from_cls == to_cls) {
       if (to_rule != nullptr && to_rule->within != WithinRule::kNone) {
         const int c = CompareKeys(KeyOf(held, sep), KeyOf(q.resource, sep));
         const bool ok = to_rule->within == WithinRule::kAscending ? c < 0 : c > 0;
-        if (!ok) {
+        if (!ok && first_finding(OrderKind::kWithin, from_cls)) {
           v.findings.push_back({OrderKind::kWithin, i,
                                 "keys of class '" + std::string(to_cls) + "' are taken in " +
                                     std::string(WithinRuleName(to_rule->within)) + " order, but " +
@@ -205,14 +242,15 @@ OrderVerdict OrderChecker::Impl::Check(const OrderRequest& q) const {
       }
     } else if (to_rule != nullptr && to_rule->rank) {
       const ClassOrderRule* from_rule = RuleOf(from_cls);
-      if (from_rule != nullptr && from_rule->rank && *to_rule->rank < *from_rule->rank) {
+      if (from_rule != nullptr && from_rule->rank && *to_rule->rank < *from_rule->rank &&
+          first_finding(OrderKind::kRank, from_cls)) {
         v.findings.push_back({OrderKind::kRank, i,
                               "class '" + std::string(to_cls) + "' (rank " + std::to_string(*to_rule->rank) +
                                   ") must be taken before class '" + std::string(from_cls) + "' (rank " +
                                   std::to_string(*from_rule->rank) + ")"});
       }
     }
-    if (!q.can_block) continue;  // a try never blocks, so it makes no dependency
+    if (from_off || !q.can_block) continue;  // a try never blocks, so it makes no dependency
     if (std::find(seen.begin(), seen.end(), from_cls) != seen.end()) continue;
     seen.push_back(from_cls);
     v.edges.push_back(i);
@@ -287,9 +325,9 @@ std::vector<std::shared_ptr<const OrderReport>> OrderChecker::Impl::Commit(const
     r.rule = f.rule;
     if (auto shared = Occur(ReportKey(f.kind, from, to), std::move(r))) made.push_back(std::move(shared));
   }
+  const std::uint32_t to = v.edges.empty() ? kNone : InternClass(to_cls);
   for (std::uint32_t i : v.edges) {
     const std::uint32_t from = InternClass(ClassOf(q.held[i].resource, sep));
-    const std::uint32_t to = InternClass(to_cls);
     auto it = edge_index_.find(Key(from, to));
     std::uint32_t e;
     std::vector<std::uint32_t> chain;  // to -> ... -> from, for a new inversion
@@ -339,29 +377,25 @@ std::pair<std::shared_ptr<const OrderReport>, bool> OrderChecker::Impl::CommitDe
                                                                                      const OrderVerdict& v,
                                                                                      TimeUs now) {
   if (!v.deny || v.findings.empty()) return {nullptr, false};
+  ++stats_.checks;
   ++stats_.denied;
-  std::shared_ptr<const OrderReport> first_report;
-  bool first_seen = false;
-  for (std::size_t i = 0; i < v.findings.size(); ++i) {
-    const OrderVerdict::Finding& f = v.findings[i];
-    const std::uint32_t from = InternClass(ClassOf(q.held[f.held].resource, rules_.separator));
-    const std::uint32_t to = InternClass(ClassOf(q.resource, rules_.separator));
-    OrderReport r = BaseReport(q, f.held, f.kind, now);
-    r.rule = f.rule;
-    r.denied = true;
-    const std::uint64_t key = ReportKey(f.kind, from, to);
-    auto known = report_index_.find(key);
-    if (i == 0 && known != report_index_.end()) {
-      r.id = reports_[known->second].report->id;
-      first_report = std::make_shared<const OrderReport>(r);
-    }
-    auto made = Occur(key, std::move(r));
-    if (i == 0 && made) {
-      first_report = std::move(made);
-      first_seen = true;
-    }
+  // Only the rule the refusal names is recorded: a report is made to be shown, and
+  // the caller shows one per refusal. Recording the others here would mark them as
+  // reported without anyone ever seeing them.
+  const OrderVerdict::Finding& f = v.findings.front();
+  const std::uint32_t from = InternClass(ClassOf(q.held[f.held].resource, rules_.separator));
+  const std::uint32_t to = InternClass(ClassOf(q.resource, rules_.separator));
+  OrderReport r = BaseReport(q, f.held, f.kind, now);
+  r.rule = f.rule;
+  r.denied = true;
+  const std::uint64_t key = ReportKey(f.kind, from, to);
+  if (auto known = report_index_.find(key); known != report_index_.end()) {
+    r.id = reports_[known->second].report->id;
+    auto copy = std::make_shared<const OrderReport>(r);
+    Occur(key, std::move(r));
+    return {std::move(copy), false};
   }
-  return {first_report, first_seen};
+  return {Occur(key, std::move(r)), true};
 }
 
 OrderChecker::OrderChecker(OrderRules rules) : impl_(std::make_unique<Impl>(std::move(rules))) {}
@@ -431,10 +465,10 @@ std::string OrderChecker::ExportRules() const {
   out += "# Every learned edge that closed no cycle goes from a lower to a higher rank.\n";
   out += "# Review before switching a class to enforce.\n";
   out += "[ordering]\nmode = \"warn\"\nseparator = ";
-  AppendJsonString(out, std::string(1, m.rules_.separator));
+  AppendTomlString(out, std::string(1, m.rules_.separator));
   out += "\n\n[ordering.rank]\n";
   for (const auto& [d, name] : ranked) {
-    AppendJsonString(out, name);
+    AppendTomlString(out, name);
     out += " = " + std::to_string((d + 1) * 10) + "\n";
   }
   bool within_header = false;
@@ -442,7 +476,7 @@ std::string OrderChecker::ExportRules() const {
     if (rule.within == WithinRule::kNone) continue;
     if (!within_header) out += "\n[ordering.within]\n";
     within_header = true;
-    AppendJsonString(out, name);
+    AppendTomlString(out, name);
     out += " = \"" + std::string(WithinRuleName(rule.within)) + "\"\n";
   }
   bool inversions = false;
@@ -450,12 +484,13 @@ std::string OrderChecker::ExportRules() const {
     if (!e.inversion) continue;
     if (!inversions) out += "\n# Inversions seen (not ranked; resolve in the code, or choose a direction):\n";
     inversions = true;
+    const std::string site = e.site.empty() ? "?" : CommentText(e.site);
     if (e.from == e.to) {
-      out += "#   " + e.from + " nested in itself at " + (e.site.empty() ? "?" : e.site) +
-             ": declare [ordering.within] " + e.from + " = \"ascending\" if keys are taken in order\n";
+      out += "#   " + CommentText(e.from) + " nested in itself at " + site + ": declare [ordering.within] " +
+             CommentText(e.from) + " = \"ascending\" if keys are taken in order\n";
     } else {
-      out += "#   " + e.from + " -> " + e.to + " at " + (e.site.empty() ? "?" : e.site) + " (session " + e.session +
-             ", owner " + e.owner + ")\n";
+      out += "#   " + CommentText(e.from) + " -> " + CommentText(e.to) + " at " + site + " (session " +
+             CommentText(e.session) + ", owner " + CommentText(e.owner) + ")\n";
     }
   }
   return out;
@@ -485,6 +520,8 @@ std::vector<std::shared_ptr<const OrderReport>> TraceChecker::Apply(const TraceO
   }
   if (held_at(op.resource) != st.held.end()) return made;  // held already: nothing new
   const bool after_wait = wait_at(op.resource) != st.waits.end();
+  // A wait reported again changes nothing (lockgraphd answers it without a check).
+  if (op.kind == TraceOp::Kind::kWait && after_wait) return made;
   std::vector<HeldRef> held;
   held.reserve(st.held.size());
   for (const HeldLock& h : st.held) held.push_back(HeldRef{h.resource, h.site});
@@ -505,7 +542,7 @@ std::vector<std::shared_ptr<const OrderReport>> TraceChecker::Apply(const TraceO
     made = checker_.Commit(q, v, now);
   }
   if (op.kind == TraceOp::Kind::kWait) {
-    if (!after_wait) st.waits.push_back(op.resource);
+    st.waits.push_back(op.resource);
     return made;
   }
   if (after_wait) st.waits.erase(wait_at(op.resource));
