@@ -41,6 +41,13 @@
 // connection before the event arrived (the daemon answered them before granting,
 // since one connection delivers in order), or the acquire's own first send when the
 // connection changed since.
+//
+// Recording and offline mode (client.h has the contract). A Recorder owns the trace
+// file; it is created by Connect and never changes, so the API threads test it
+// without a lock, and each line goes out in one write(2) of its own, never under
+// `mu_`, so that a slow disk cannot stall the I/O thread. Offline, Start installs a
+// local session and starts no thread; the report-mode calls return before anything
+// would be submitted, so nothing ever waits for the I/O thread that is not there.
 #include "lockgraph/client.h"
 
 #include <fcntl.h>
@@ -51,6 +58,8 @@
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <list>
@@ -60,6 +69,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 #include <zmq.hpp>
 
 namespace lockgraph {
@@ -91,6 +102,7 @@ Error ErrorOf(const Reply& reply) {
   error.code = reply.code;
   error.message = reply.message.empty() ? std::string(graph::CodeName(reply.code)) : reply.message;
   error.deadlock = reply.deadlock;
+  error.order_json = reply.order_json;
   return error;
 }
 
@@ -105,6 +117,7 @@ Error ErrorOfDenial(const Event& event) {
     error.message += ")";
   }
   error.deadlock = event.deadlock;
+  if (event.code == Code::kOrderViolation) error.order_json = event.report_json;
   return error;
 }
 
@@ -115,11 +128,113 @@ Error CallbackThreadError() {
                nullptr};
 }
 
+Error OfflineError(std::string_view what) {
+  return Error{Code::kInternal,
+               "offline: " + std::string(what) +
+                   " needs lockgraphd; offline recording covers report mode (hold/wait/release)",
+               nullptr};
+}
+
+// The trace file of client.h's "Recording": JSON lines, appended whole.
+// Thread safety: Record may be called from any thread.
+class Recorder {
+ public:
+  // Opens (creating it if need be) `path` for appending.
+  static Result<std::unique_ptr<Recorder>> Open(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      return Error{Code::kInternal,
+                   "cannot open the lockgraph recording " + path + ": " + std::strerror(errno),
+                   nullptr};
+    }
+    return std::unique_ptr<Recorder>(new Recorder(path, fd));
+  }
+  ~Recorder() { ::close(fd_); }
+  Recorder(const Recorder&) = delete;
+  Recorder& operator=(const Recorder&) = delete;
+
+  // Appends the line for request `r` (op hold, wait, acquire, release or unwait)
+  // sent under `session`. A malformed request (see Format) writes nothing.
+  void Record(Op op, std::string_view session, const Request& r) {
+    if (auto line = Format(op, session, r)) Append(*line);
+  }
+
+  // The line, newline included, for request `r` as `op` under `session`; nullopt
+  // when the daemon would refuse the request as malformed (an empty owner or
+  // resource, a string that is not UTF-8): that is not something an owner did, and
+  // no JSON line could carry it.
+  static std::optional<std::string> Format(Op op, std::string_view session, const Request& r) {
+    if (r.owner.empty() || r.resource.empty()) return std::nullopt;
+    rapidjson::StringBuffer buffer;
+    rapidjson::Writer<rapidjson::StringBuffer, rapidjson::UTF8<>, rapidjson::UTF8<>, rapidjson::CrtAllocator,
+                      rapidjson::kWriteValidateEncodingFlag>
+        w(buffer);
+    bool valid = true;
+    auto string = [&](std::string_view key, std::string_view value) {
+      w.Key(key.data(), static_cast<rapidjson::SizeType>(key.size()));
+      valid = w.String(value.data(), static_cast<rapidjson::SizeType>(value.size())) && valid;
+    };
+    const bool has_mode = op == Op::kHold || op == Op::kWait || op == Op::kAcquire;
+    w.StartObject();
+    w.Key("v");
+    w.Int(protocol::kVersion);
+    string("op", protocol::OpName(op));
+    string("session", session);
+    string("owner", r.owner);
+    string("resource", r.resource);
+    if (has_mode) {
+      string("mode", graph::ModeName(r.mode));
+      if (!r.site.empty()) string("site", r.site);
+    }
+    if ((op == Op::kHold || op == Op::kAcquire) && r.ttl_ms) {
+      w.Key("ttl_ms");
+      w.Int64(*r.ttl_ms);
+    }
+    if (op == Op::kAcquire) {
+      w.Key("wait_ms");
+      w.Int64(r.wait_ms);
+    }
+    if (!valid) return std::nullopt;
+    w.EndObject();
+    std::string line(buffer.GetString(), buffer.GetSize());
+    line += '\n';
+    return line;
+  }
+
+  void Append(std::string_view line) {
+    // One write(2): with O_APPEND the line lands whole after whatever other writers
+    // appended. A short write (a full disk) is finished as well as it can be.
+    while (!line.empty()) {
+      const ssize_t n = ::write(fd_, line.data(), line.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        if (!failed_.exchange(true)) {
+          std::fprintf(stderr, "lockgraph: writing the recording %s failed: %s; the trace is incomplete\n",
+                       path_.c_str(), n < 0 ? std::strerror(errno) : "nothing written");
+        }
+        return;
+      }
+      line.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+
+ private:
+  Recorder(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+
+  const std::string path_;
+  const int fd_;
+  std::atomic<bool> failed_{false};  // reported on stderr once
+};
+
+// Distinguishes the offline sessions of one process.
+std::atomic<std::uint64_t> offline_sessions{0};
+
 }  // namespace
 
 class Client::Impl {
  public:
-  explicit Impl(ClientOptions options);
+  // `recorder` may be null (no recording); `offline`: talk to no daemon.
+  Impl(ClientOptions options, std::unique_ptr<Recorder> recorder, bool offline);
   ~Impl();
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
@@ -186,6 +301,7 @@ class Client::Impl {
   struct Answer {
     Reply reply;
     TimePoint sent_at;  // first send of the request
+    std::string session;  // the session its last send carried (session-scoped ops)
   };
 
   // ---- API side
@@ -205,6 +321,10 @@ class Client::Impl {
   }
   Result<Lease> CancelQueued(const Request& acquire, TimePoint acquire_sent, Millis ttl,
                              Millis waited);
+  // Offline report mode: the same calls, answered and recorded locally.
+  Result<Lease> OfflineHold(const Request& request, Millis ttl);
+  // Checks and records `request` as `op`.
+  Status OfflineReport(Op op, const Request& request);
   Lease MakeLease(const Request& request, graph::LeaseId id, graph::Token token, TimePoint from,
                   Millis ttl, bool reported) const;
   void Wake();
@@ -236,6 +356,9 @@ class Client::Impl {
   const std::string& CurrentSession() const;  // REQUIRES: mu_ held
 
   const ClientOptions options_;
+  const std::unique_ptr<Recorder> recorder_;  // null: not recording
+  const bool offline_;
+  std::atomic<graph::LeaseId> next_offline_lease_{1};  // offline Hold's lease ids
   zmq::context_t context_;
   int wake_read_ = -1;   // read end: polled by the I/O thread
   int wake_write_ = -1;  // write end: any thread
@@ -283,8 +406,10 @@ class Client::Impl {
 
 // ------------------------------------------------------------------ setup
 
-Client::Impl::Impl(ClientOptions options)
+Client::Impl::Impl(ClientOptions options, std::unique_ptr<Recorder> recorder, bool offline)
     : options_(std::move(options)),
+      recorder_(std::move(recorder)),
+      offline_(offline),
       context_(1),
       heartbeat_interval_(std::max<Millis>(Millis{1}, options_.session_ttl / 3)),
       backoff_(options_.backoff_min) {}
@@ -292,6 +417,12 @@ Client::Impl::Impl(ClientOptions options)
 Client::Impl::~Impl() { Close(); }
 
 Status Client::Impl::Start() {
+  if (offline_) {
+    std::lock_guard lock(mu_);
+    sessions_.push_back("offline-" + std::to_string(::getpid()) + "-" +
+                        std::to_string(++offline_sessions));
+    return Ok{};
+  }
   int fds[2];
   if (::pipe(fds) != 0) return Error{Code::kInternal, "pipe: " + std::string(strerror(errno)), nullptr};
   wake_read_ = fds[0];
@@ -317,7 +448,14 @@ Status Client::Impl::Start() {
 }
 
 void Client::Impl::Close() {
-  if (!thread_.joinable()) return;
+  if (!thread_.joinable()) {  // offline, or never started
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    events_cv_.notify_all();
+    return;
+  }
   bool say_bye;
   {
     std::lock_guard lock(mu_);
@@ -401,7 +539,7 @@ Result<Client::Impl::Answer> Client::Impl::Await(const std::shared_ptr<PendingCa
     Abandon(*call);
     return TimeoutError(options_.request_timeout);
   }
-  return Answer{call->reply, call->first_sent};
+  return Answer{call->reply, call->first_sent, call->sent_session};
 }
 
 Result<Client::Impl::Answer> Client::Impl::Exchange(Request request, Handler orphan) {
@@ -433,6 +571,7 @@ const std::string& Client::Impl::session() const {
 Result<Lease> Client::Impl::Acquire(std::string_view owner, std::string_view resource, Mode mode,
                                     Millis ttl, Millis wait, std::string_view site,
                                     std::optional<std::int64_t> started) {
+  if (offline_) return OfflineError("Acquire");
   if (OnIoThread()) return CallbackThreadError();
   const TimePoint start = Clock::now();
   Request request;
@@ -469,13 +608,22 @@ Result<Lease> Client::Impl::Acquire(std::string_view owner, std::string_view res
     Abandon(*call);
     return TimeoutError(options_.request_timeout);
   }
+  // The caller gets a lease: recorded (outside mu_) as it is handed over.
+  auto granted = [&](Lease lease) -> Result<Lease> {
+    if (recorder_) {
+      const std::string session = call->sent_session;
+      lock.unlock();
+      recorder_->Record(Op::kAcquire, session, sent);
+    }
+    return lease;
+  };
   const Reply reply = call->reply;
   if (!reply.ok()) return ErrorOf(reply);
   if (reply.granted) {
     if (!reply.lease || !reply.token) {
       return Error{Code::kInternal, "acquire granted without lease or token", nullptr};
     }
-    return MakeLease(sent, *reply.lease, *reply.token, call->first_sent, ttl, false);
+    return granted(MakeLease(sent, *reply.lease, *reply.token, call->first_sent, ttl, false));
   }
   if (!reply.queued) return Error{Code::kInternal, "acquire reply neither granted nor queued", nullptr};
 
@@ -489,7 +637,7 @@ Result<Lease> Client::Impl::Acquire(std::string_view owner, std::string_view res
   if (call->event) {
     const Event event = *call->event;
     if (event.kind == EventKind::kGranted) {
-      return MakeLease(sent, event.lease, event.token, call->grant_bound, ttl, false);
+      return granted(MakeLease(sent, event.lease, event.token, call->grant_bound, ttl, false));
     }
     return ErrorOfDenial(event);
   }
@@ -518,6 +666,7 @@ Result<Lease> Client::Impl::CancelQueued(const Request& acquire, TimePoint acqui
   if (reply.ok() && reply.granted && reply.lease && reply.token) {
     // The grant won the race. When it happened is unknown beyond "after the acquire
     // was sent", hence the conservative deadline.
+    if (recorder_) recorder_->Record(Op::kAcquire, answer.value().session, acquire);
     return MakeLease(acquire, *reply.lease, *reply.token, acquire_sent, ttl, false);
   }
   if (!reply.ok()) return Error{Code::kTimeout, what + "; cancelling it: " + ErrorOf(reply).message, nullptr};
@@ -525,7 +674,16 @@ Result<Lease> Client::Impl::CancelQueued(const Request& acquire, TimePoint acqui
 }
 
 Status Client::Impl::Release(const Lease& lease) {
+  if (offline_ && !lease.reported) return OfflineError("Release of an acquired lease");
   if (OnIoThread()) return CallbackThreadError();
+  if (offline_ || recorder_) {
+    // Recorded by owner and resource: a trace is read without the daemon's lease ids.
+    Request released;
+    released.owner = lease.owner;
+    released.resource = lease.resource;
+    if (offline_) return OfflineReport(Op::kRelease, released);
+    recorder_->Record(Op::kRelease, session(), released);
+  }
   Request request;
   request.op = Op::kRelease;
   request.lease = lease.id;
@@ -533,6 +691,7 @@ Status Client::Impl::Release(const Lease& lease) {
 }
 
 Result<Lease> Client::Impl::Renew(const Lease& lease, std::optional<Millis> ttl) {
+  if (offline_) return OfflineError("Renew");
   if (OnIoThread()) return CallbackThreadError();
   Request request;
   request.op = Op::kRenew;
@@ -575,11 +734,13 @@ Result<Lease> Client::Impl::Hold(std::string_view owner, std::string_view resour
   request.mode = mode;
   request.ttl_ms = ttl.count();
   request.site = site;
+  if (offline_) return OfflineHold(request, ttl);
   const Request sent = request;
   auto answer = Exchange(std::move(request));
   if (!answer.ok()) return answer.error();
   const Reply& reply = answer.value().reply;
   if (!reply.ok()) return ErrorOf(reply);
+  if (recorder_) recorder_->Record(Op::kHold, answer.value().session, sent);
   return MakeLease(sent, reply.lease.value_or(0), reply.token.value_or(0), answer.value().sent_at,
                    ttl, true);
 }
@@ -593,6 +754,9 @@ Status Client::Impl::Wait(std::string_view owner, std::string_view resource, Mod
   request.resource = resource;
   request.mode = mode;
   request.site = site;
+  if (offline_) return OfflineReport(Op::kWait, request);
+  // Before it goes out: the owner is about to block, whatever the daemon answers.
+  if (recorder_) recorder_->Record(Op::kWait, session(), request);
   return ExchangeStatus(std::move(request));
 }
 
@@ -602,6 +766,8 @@ Status Client::Impl::Unwait(std::string_view owner, std::string_view resource) {
   request.op = Op::kUnwait;
   request.owner = owner;
   request.resource = resource;
+  if (offline_) return OfflineReport(Op::kUnwait, request);
+  if (recorder_) recorder_->Record(Op::kUnwait, session(), request);
   return ExchangeStatus(std::move(request));
 }
 
@@ -611,7 +777,28 @@ Status Client::Impl::ReleaseReported(std::string_view owner, std::string_view re
   request.op = Op::kRelease;
   request.owner = owner;
   request.resource = resource;
+  if (offline_) return OfflineReport(Op::kRelease, request);
+  if (recorder_) recorder_->Record(Op::kRelease, session(), request);
   return ExchangeStatus(std::move(request));
+}
+
+Result<Lease> Client::Impl::OfflineHold(const Request& request, Millis ttl) {
+  Status reported = OfflineReport(Op::kHold, request);
+  if (!reported.ok()) return reported.error();
+  return MakeLease(request, next_offline_lease_++, 0, Clock::now(), ttl, true);
+}
+
+Status Client::Impl::OfflineReport(Op op, const Request& request) {
+  // What the daemon would refuse as malformed is refused here too.
+  auto line = Recorder::Format(op, session(), request);
+  if (!line) {
+    return Error{Code::kBadRequest,
+                 std::string(protocol::OpName(op)) +
+                     " needs a non-empty owner and resource, and valid UTF-8 in owner, resource and site",
+                 nullptr};
+  }
+  if (recorder_) recorder_->Append(*line);
+  return Ok{};
 }
 
 void Client::Impl::OnEvent(std::function<void(const Event&)> callback) {
@@ -624,6 +811,7 @@ void Client::Impl::OnEvent(std::function<void(const Event&)> callback) {
 }
 
 std::optional<Event> Client::Impl::PollEvent(Millis timeout) {
+  // Offline no event ever comes: this waits out `timeout` like an idle session.
   std::unique_lock lock(mu_);
   if (!OnIoThread()) {
     events_cv_.wait_for(lock, timeout, [&] { return !events_.empty() || stopping_; });
@@ -635,6 +823,7 @@ std::optional<Event> Client::Impl::PollEvent(Millis timeout) {
 }
 
 Result<Reply> Client::Impl::Call(Request request) {
+  if (offline_) return OfflineError("Call");
   if (OnIoThread()) return CallbackThreadError();
   if (request.op == Op::kHello || request.op == Op::kBye) {
     return Error{Code::kBadRequest,
@@ -1141,15 +1330,30 @@ const std::string& Client::Impl::CurrentSession() const {
 // ------------------------------------------------------------------ Client
 
 Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
-  if (options.endpoints.empty()) return Error{Code::kBadRequest, "no endpoints given", nullptr};
-  if (options.session_ttl <= Millis{0}) return Error{Code::kBadRequest, "session_ttl must be positive", nullptr};
-  if (options.request_timeout <= Millis{0}) {
-    return Error{Code::kBadRequest, "request_timeout must be positive", nullptr};
+  if (options.record_path.empty()) {
+    const char* env = std::getenv("LOCKGRAPH_RECORD");
+    if (env != nullptr) options.record_path = env;
   }
-  options.resend_after = std::max(options.resend_after, Millis{1});
-  options.backoff_min = std::max(options.backoff_min, Millis{1});
-  options.backoff_max = std::max(options.backoff_max, options.backoff_min);
-  auto impl = std::make_unique<Impl>(std::move(options));
+  const bool offline = options.offline || (!options.record_path.empty() && options.endpoints.empty());
+  if (!offline) {
+    if (options.endpoints.empty()) return Error{Code::kBadRequest, "no endpoints given", nullptr};
+    if (options.session_ttl <= Millis{0}) {
+      return Error{Code::kBadRequest, "session_ttl must be positive", nullptr};
+    }
+    if (options.request_timeout <= Millis{0}) {
+      return Error{Code::kBadRequest, "request_timeout must be positive", nullptr};
+    }
+    options.resend_after = std::max(options.resend_after, Millis{1});
+    options.backoff_min = std::max(options.backoff_min, Millis{1});
+    options.backoff_max = std::max(options.backoff_max, options.backoff_min);
+  }
+  std::unique_ptr<Recorder> recorder;
+  if (!options.record_path.empty()) {
+    auto opened = Recorder::Open(options.record_path);
+    if (!opened.ok()) return opened.error();
+    recorder = std::move(opened).value();
+  }
+  auto impl = std::make_unique<Impl>(std::move(options), std::move(recorder), offline);
   Status started = impl->Start();
   if (!started.ok()) return started.error();
   return std::unique_ptr<Client>(new Client(std::move(impl)));

@@ -17,6 +17,49 @@
 // Timeouts: no call blocks forever. A request waits at most
 // ClientOptions::request_timeout for its reply; a queued Acquire waits at most its
 // `wait` (plus request_timeout) for its grant, then cancels itself.
+//
+// Recording. When ClientOptions::record_path is non-empty, or else the environment
+// variable LOCKGRAPH_RECORD names a file, the client appends a trace of what its
+// owners did to that file, so that a project's own test suite produces traces for
+// `lockgraphctl check-order TRACE...` in CI. The format is JSON lines: one request per
+// line in the request shape of PROTOCOL.md, without "id" and "secret":
+//
+//   {"v":1,"op":"hold","session":"S","owner":"O","resource":"R","mode":"X","site":"f.cc:12","ttl_ms":30000}
+//   {"v":1,"op":"wait","session":"S","owner":"O","resource":"R","mode":"S"}
+//   {"v":1,"op":"acquire","session":"S","owner":"O","resource":"R","mode":"X","ttl_ms":5000,"wait_ms":-1}
+//   {"v":1,"op":"unwait","session":"S","owner":"O","resource":"R"}
+//   {"v":1,"op":"release","session":"S","owner":"O","resource":"R"}
+//
+// Every line carries session, owner and resource (a release names the lease's owner
+// and resource, never its id); "mode" is on hold, wait and acquire; "site" only when
+// it is non-empty; "ttl_ms" on hold and acquire; acquire also carries "wait_ms" as
+// requested (0 a try, -1 forever). A line is written
+//   - hold:    once the daemon accepted it (offline: at once);
+//   - wait:    when Wait is called, before the request goes out (the owner is about to
+//              block), whatever the daemon then answers;
+//   - unwait:  when Unwait is called;
+//   - acquire: when granted, at once or after queueing (also when a grant wins the
+//              race against the client's own cancellation); an Acquire that returns
+//              without a lease writes nothing;
+//   - release: when Release or ReleaseReported is called.
+// "session" is the session the call went out under. A request the daemon would
+// refuse as malformed (an empty owner or resource, a string that is not UTF-8) is
+// not recorded; offline it fails with kBadRequest. Each line is appended by one
+// write(2) on a file opened with O_APPEND, so several clients and processes may share
+// one file: lines interleave whole. The file is created (0644 before the umask) if
+// missing; Connect fails with kInternal (naming the path and the reason) when it
+// cannot be opened. A later write error is reported once on stderr and the trace is
+// then incomplete. Without recording, the only cost is a branch per call.
+//
+// Offline. With ClientOptions::offline, or when recording is on and `endpoints` is
+// empty, the client talks to no daemon: Connect succeeds without any socket or
+// thread, session() is "offline-<pid>-<n>", and report mode works locally: Hold
+// returns a Lease with a locally increasing id, token 0 and reported = true; Wait,
+// Unwait, ReleaseReported and Release of a reported lease succeed. All of them are
+// recorded as above. Acquire, Renew, Call and Release of a non-reported lease fail
+// with kInternal ("offline: ... needs lockgraphd; offline recording covers report
+// mode (hold/wait/release)"); no events ever arrive. An offline client detects no
+// deadlock: the checking happens later, over the trace.
 #ifndef LOCKGRAPH_CLIENT_H_
 #define LOCKGRAPH_CLIENT_H_
 
@@ -44,6 +87,10 @@ struct Error {
   Code code = Code::kInternal;
   std::string message;
   std::shared_ptr<const graph::DeadlockReport> deadlock;  // with kDeadlock
+  // With kOrderViolation: the ordering report as a JSON object (PROTOCOL.md
+  // "Reports": the new edge and the chain it closes, each edge with its site);
+  // empty otherwise.
+  std::string order_json = {};
 };
 
 // A value or an error.
@@ -78,6 +125,12 @@ struct ClientOptions {
   // A lease is treated as lost this long before the deadline computed from the
   // send time of its last acknowledged grant or renewal.
   Millis safety_margin{250};
+  // Appends a trace of this client's requests to this file (see "Recording" above).
+  // Empty: the environment variable LOCKGRAPH_RECORD, if set and non-empty, is used.
+  std::string record_path;
+  // Talks to no daemon (see "Offline" above). Also implied when recording is on and
+  // `endpoints` is empty.
+  bool offline = false;
 };
 
 struct Lease {
@@ -93,13 +146,17 @@ struct Lease {
 
 class Client {
  public:
-  // Connects and says hello. Fails with the daemon's error, or kTimeout when no
-  // endpoint answers within request_timeout.
+  // Connects and says hello. Fails with the daemon's error, kTimeout when no
+  // endpoint answers within request_timeout, kBadRequest for unusable options (no
+  // endpoints while not offline), or kInternal when the recording file cannot be
+  // opened. Offline, only the last can fail.
   static Result<std::unique_ptr<Client>> Connect(ClientOptions options);
   ~Client();  // says bye (bounded by request_timeout) and stops the thread
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
+  // The current session id ("offline-<pid>-<n>" offline). The reference stays valid
+  // for the client's lifetime; after a re-hello session() returns the new one.
   const std::string& session() const;
 
   // ---- arbitrate mode
