@@ -444,6 +444,7 @@ Effects Coordinator::Impl::Apply(const Command& command, TimeUs now) {
   current_granted_ = false;
   current_lease_ = kNone;
   current_denied_.reset();
+  order_pending_ = false;  // a check never outlives its command (it borrows its strings)
   ++stats_.commands;
   AdvanceTo(now);
   Reply& r = effects.reply;
