@@ -736,6 +736,7 @@ std::string Server::Impl::StatsJson() {
   num("repeats", o.repeats);
   num("inversions", o.inversions);
   num("learned_edges", o.learned_edges);
+  num("edges_dropped", o.edges_dropped);
   w.EndObject();
   w.EndObject();
   return buf.GetString();

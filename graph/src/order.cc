@@ -336,6 +336,10 @@ std::vector<std::shared_ptr<const OrderReport>> OrderChecker::Impl::Commit(const
       ++edges_[e].count;
       if (!edges_[e].inversion) continue;
     } else {
+      if (edges_.size() >= rules_.max_learned_edges) {
+        ++stats_.edges_dropped;
+        continue;
+      }
       OrderEdge edge;
       edge.from = class_names_[from];
       edge.to = class_names_[to];
@@ -431,6 +435,10 @@ void OrderChecker::Restore(const std::vector<OrderEdge>& edges) {
     const std::uint32_t from = impl_->InternClass(edge.from);
     const std::uint32_t to = impl_->InternClass(edge.to);
     if (impl_->edge_index_.count(Impl::Key(from, to))) continue;
+    if (impl_->edges_.size() >= impl_->rules_.max_learned_edges) {
+      ++impl_->stats_.edges_dropped;
+      continue;
+    }
     OrderEdge copy = edge;
     // Whether it closes a cycle is decided again, against what is restored before
     // it, so a hand-edited file cannot leave a cycle unflagged.
@@ -509,7 +517,10 @@ std::vector<std::shared_ptr<const OrderReport>> TraceChecker::Apply(const TraceO
   std::vector<std::shared_ptr<const OrderReport>> made;
   switch (op.kind) {
     case TraceOp::Kind::kRelease: {
-      if (auto it = held_at(op.resource); it != st.held.end()) st.held.erase(it);
+      if (auto it = held_at(op.resource); it != st.held.end()) {
+        st.modes.erase(st.modes.begin() + (it - st.held.begin()));
+        st.held.erase(it);
+      }
       return made;
     }
     case TraceOp::Kind::kUnwait: {
@@ -518,13 +529,28 @@ std::vector<std::shared_ptr<const OrderReport>> TraceChecker::Apply(const TraceO
     }
     default: break;
   }
-  if (held_at(op.resource) != st.held.end()) return made;  // held already: nothing new
+  const auto held_it = held_at(op.resource);
+  const std::size_t held_index = static_cast<std::size_t>(held_it - st.held.begin());
+  const bool holds = held_it != st.held.end();
   const bool after_wait = wait_at(op.resource) != st.waits.end();
+  if (holds) {
+    // Held already: only an upgrade from S to X is new, and lockgraphd checks it when
+    // it is asked for (acquire) or waited for (wait), since the owner blocks on it
+    // while holding the rest; a hold is recorded without a check.
+    if (op.kind == TraceOp::Kind::kHold) {
+      if (after_wait) st.waits.erase(wait_at(op.resource));
+      if (!Covers(st.modes[held_index], op.mode)) st.modes[held_index] = op.mode;
+      return made;
+    }
+    if (Covers(st.modes[held_index], op.mode)) return made;  // nothing new
+  }
   // A wait reported again changes nothing (lockgraphd answers it without a check).
   if (op.kind == TraceOp::Kind::kWait && after_wait) return made;
   std::vector<HeldRef> held;
   held.reserve(st.held.size());
-  for (const HeldLock& h : st.held) held.push_back(HeldRef{h.resource, h.site});
+  for (const HeldLock& h : st.held) {
+    if (h.resource != op.resource) held.push_back(HeldRef{h.resource, h.site});  // as lockgraphd: not the upgraded one
+  }
   OrderRequest q;
   q.session = op.session;
   q.owner = op.owner;
@@ -546,7 +572,12 @@ std::vector<std::shared_ptr<const OrderReport>> TraceChecker::Apply(const TraceO
     return made;
   }
   if (after_wait) st.waits.erase(wait_at(op.resource));
-  st.held.push_back(HeldLock{op.resource, op.site});
+  if (holds) {
+    st.modes[held_index] = op.mode;  // upgraded
+  } else {
+    st.held.push_back(HeldLock{op.resource, op.site});
+    st.modes.push_back(op.mode);
+  }
   return made;
 }
 

@@ -116,9 +116,11 @@ std::string RenderOrderText(const OrderReport& r) {
     out += "which breaks the declared rule:\n  " + r.rule + "\n";
   }
   out += "\nother info that might help us debug this:\n\n";
+  // As lockdep: arrows in the direction of the dependencies, from the lock asked for
+  // along the existing chain to the lock held.
   if (r.kind == OrderKind::kInversion && r.chain.size() > 1) {
-    out += "Chain exists of:\n  " + r.from;
-    for (std::size_t i = r.chain.size(); i-- > 0;) out += " --> " + r.chain[i].from;
+    out += "Chain exists of:\n  " + r.to;
+    for (const OrderEdge& e : r.chain) out += " --> " + e.to;
     out += "\n\n";
   }
   if (r.from == r.to && r.kind != OrderKind::kRank) {
@@ -130,11 +132,15 @@ std::string RenderOrderText(const OrderReport& r) {
              " = \"ascending\" if keys of this class are always taken in order.\n\n";
     }
   } else {
+    // OWNER1 takes the last edge of the chain (lockdep's "parent" -> target): a pair
+    // that was really seen, rather than `to`, which may only reach `from` through others.
+    const std::string& parent =
+        r.kind == OrderKind::kInversion && !r.chain.empty() ? r.chain.back().from : r.to;
     constexpr std::size_t kCol = 31;
     out += " Possible unsafe locking scenario:\n\n";
     out += Pad("       OWNER0", kCol) + "OWNER1\n" + Pad("       ------", kCol) + "------\n";
     out += "  lock(" + r.from + ");\n";
-    out += std::string(kCol, ' ') + "lock(" + r.to + ");\n";
+    out += std::string(kCol, ' ') + "lock(" + parent + ");\n";
     out += std::string(kCol, ' ') + "lock(" + r.from + ");\n";
     out += "  lock(" + r.to + ");\n\n *** DEADLOCK ***\n\n";
   }

@@ -30,8 +30,15 @@ std::string ParseOrderRules(std::string_view toml_text, std::string_view source,
       auto s = value.value<std::string>();
       if (!value.is_string() || !s || s->size() != 1) return at + ".separator: expected a one-byte string";
       out.separator = (*s)[0];
+    } else if (k == "max_learned_edges") {
+      auto n = value.value<std::int64_t>();
+      if (!value.is_integer() || !n || *n < 0 || *n > (std::int64_t{1} << 30)) {
+        return at + ".max_learned_edges: expected an integer in [0, 2^30]";
+      }
+      out.max_learned_edges = static_cast<std::size_t>(*n);
     } else if (k != "rank" && k != "within" && k != "class_mode") {
-      return at + "." + std::string(k) + ": unknown key (expected mode, separator, rank, within or class_mode)";
+      return at + "." + std::string(k) +
+             ": unknown key (expected mode, separator, max_learned_edges, rank, within or class_mode)";
     }
   }
   auto each = [&](std::string_view name, auto&& fn) -> std::string {

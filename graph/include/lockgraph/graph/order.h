@@ -54,6 +54,9 @@ struct OrderRules {
   OrderMode mode = OrderMode::kWarn;
   char separator = ':';
   std::map<std::string, ClassOrderRule, std::less<>> classes;
+  // The learned class graph stops growing here (resources named without a class
+  // make a class each); declared rules are still checked. Counted in edges_dropped.
+  std::size_t max_learned_edges = 100'000;
 
   bool declares_anything() const { return !classes.empty(); }
 };
@@ -164,6 +167,7 @@ struct OrderStats {
   std::uint64_t repeats = 0;       // occurrences of an already reported problem
   std::uint64_t inversions = 0;    // distinct learned cycles
   std::uint64_t learned_edges = 0;
+  std::uint64_t edges_dropped = 0;  // new edges not learned: max_learned_edges reached
 };
 
 class OrderChecker {
@@ -234,6 +238,7 @@ class TraceChecker {
  private:
   struct OwnerState {
     std::vector<HeldLock> held;
+    std::vector<Mode> modes;         // the mode of each lock in `held`
     std::vector<std::string> waits;  // checked already; a hold of one is not checked again
   };
   OrderChecker checker_;

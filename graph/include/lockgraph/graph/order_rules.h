@@ -5,6 +5,7 @@
 //   [ordering]
 //   mode = "warn"            # off | warn | enforce: every class without its own
 //   separator = ":"          # the class of `account:7` is `account`
+//   max_learned_edges = 100000  # the learned class graph stops growing here
 //   [ordering.rank]          # acquire classes in increasing rank
 //   account = 10
 //   order = 20
