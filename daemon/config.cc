@@ -152,10 +152,9 @@ std::string LoadOrderRulesFile(const std::string& path, DaemonConfig& c, bool wh
   if (!in) return "cannot read " + path;
   std::stringstream text;
   text << in.rdbuf();
-  if (whole_file_is_rules && text.str().find("ordering") == std::string::npos) {
-    return path + ": no [ordering] table (see docs/ordering.md)";
+  if (std::string err = graph::ParseOrderRules(text.str(), path, c.core.order, whole_file_is_rules); !err.empty()) {
+    return err;
   }
-  if (std::string err = graph::ParseOrderRules(text.str(), path, c.core.order); !err.empty()) return err;
   c.core.class_separator = c.core.order.separator;
   return "";
 }

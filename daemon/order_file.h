@@ -4,8 +4,9 @@
 //   {"version":1,"edges":[{"from","to","site","session","owner","from_resource",
 //     "from_site","to_resource","first_seen_us","count"}...]}
 //
-// Edges are in the order first seen; whether an edge closed a cycle is not stored
-// but decided again on loading (OrderChecker::Restore).
+// Edges are in the order first seen. "inversion" (whether the edge closed a cycle)
+// is written for people reading the file; on loading it is decided again
+// (OrderChecker::Restore), so an edited file cannot hide a cycle.
 #ifndef LOCKGRAPH_DAEMON_ORDER_FILE_H_
 #define LOCKGRAPH_DAEMON_ORDER_FILE_H_
 

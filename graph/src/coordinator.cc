@@ -1531,6 +1531,9 @@ void Coordinator::Impl::DoAcquire(const Acquire& c, Reply& r) {
     return;
   }
   if (c.wait_ms == 0) {
+    // A try that breaks a declared rule is reported whether or not the resource
+    // happens to be free (it learns no edge: it could not have blocked).
+    CommitOrder();
     ++stats_.timeouts;
     Fail(r, Code::kTimeout, c.resource + " is busy and wait_ms is 0");
     return;

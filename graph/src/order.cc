@@ -257,7 +257,7 @@ OrderVerdict OrderChecker::Impl::Check(const OrderRequest& q) const {
   }
   if (!q.report_mode && to_mode == OrderMode::kEnforce && !v.findings.empty()) {
     v.deny = true;
-    v.message = "ORDER_VIOLATION: " + v.findings.front().rule;
+    v.message = v.findings.front().rule;
   }
   return v;
 }
@@ -464,8 +464,14 @@ std::string OrderChecker::ExportRules() const {
       depth[t] = std::max(depth[t], depth[*it] + 1);
     }
   }
+  // Only classes some learned edge names: a class seen only in refused requests
+  // has no order to export.
+  std::vector<bool> named(m.class_names_.size(), false);
+  for (const OrderEdge& e : m.edges_) named[m.class_ids_.at(e.from)] = named[m.class_ids_.at(e.to)] = true;
   std::vector<std::pair<std::int64_t, std::string>> ranked;
-  for (std::size_t i = 0; i < m.class_names_.size(); ++i) ranked.emplace_back(depth[i], m.class_names_[i]);
+  for (std::size_t i = 0; i < m.class_names_.size(); ++i) {
+    if (named[i]) ranked.emplace_back(depth[i], m.class_names_[i]);
+  }
   std::sort(ranked.begin(), ranked.end());
 
   std::string out;

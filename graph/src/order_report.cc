@@ -100,7 +100,8 @@ std::string RenderOrderText(const OrderReport& r) {
   const std::string rule(std::max<std::size_t>(headline.size(), 54), '-');
   std::string out = std::string(rule.size(), '=') + "\n" + headline + "\n" + rule + "\n";
   out += who + " is trying to acquire:\n  " + r.resource + " (class " + r.to + ")" + At(r.site) + "\n\n";
-  out += "but already holds:\n  " + r.held_resource + " (class " + r.from + ")" + At(r.held_site) + "\n\n";
+  out += "but already holds:\n  " + r.held_resource + " (class " + r.from + ")" + At(r.held_site) + "\n";
+  if (r.kind != OrderKind::kInversion || r.from != r.to) out += "\n";
   if (r.kind == OrderKind::kInversion && r.from != r.to) {
     out += "which lock already depends on the new lock.\n\n";
     out += "the existing dependency chain (in reverse order) is:\n";
@@ -109,7 +110,9 @@ std::string RenderOrderText(const OrderReport& r) {
       out += "\n-> #" + std::to_string(i + 1) + " (" + e.from + " -> " + e.to + "):\n";
       out += "       " + e.from_resource + " held" + At(e.from_site) + " while asking for " + e.to_resource +
              At(e.site) + "\n";
-      out += "       first seen: " + e.session + "/" + e.owner + " at " + std::to_string(e.first_seen_us) + " us\n";
+      // Offline traces have no clock: their edges carry time 0 and no time is shown.
+      out += "       first seen: " + e.session + "/" + e.owner +
+             (e.first_seen_us != 0 ? " at " + std::to_string(e.first_seen_us) + " us" : std::string()) + "\n";
     }
     out += "\n-> #0 (" + r.from + " -> " + r.to + "): this request\n";
   } else if (!r.rule.empty()) {

@@ -4,7 +4,8 @@
 
 namespace lockgraph::graph {
 
-std::string ParseOrderRules(std::string_view toml_text, std::string_view source, OrderRules& rules) {
+std::string ParseOrderRules(std::string_view toml_text, std::string_view source, OrderRules& rules,
+                            bool require_table) {
   toml::table root;
   try {
     root = toml::parse(toml_text, source);
@@ -14,7 +15,9 @@ std::string ParseOrderRules(std::string_view toml_text, std::string_view source,
            std::string(e.description());
   }
   const toml::node* node = root.get("ordering");
-  if (node == nullptr) return "";
+  if (node == nullptr) {
+    return require_table ? std::string(source) + ": no [ordering] table (see docs/ordering.md)" : "";
+  }
   const std::string at = std::string(source) + ": ordering";
   const toml::table* t = node->as_table();
   if (t == nullptr) return at + ": expected a table";

@@ -296,6 +296,10 @@ TEST(CheckOrder, UnreadableInputNamesFileAndLine) {
   auto rules = CheckOrder({trace, "--rules", bad_rules});
   EXPECT_EQ(rules.code, 2) << rules.output;
   EXPECT_NE(rules.output.find("ordering.within.a"), std::string::npos) << rules.output;
+  const std::string no_table = WriteFile("rules.toml", "[classes.a]\nrevoke = \"immediate\"\n");
+  auto empty_rules = CheckOrder({trace, "--rules", no_table});
+  EXPECT_EQ(empty_rules.code, 2) << empty_rules.output;
+  EXPECT_NE(empty_rules.output.find("no [ordering] table"), std::string::npos) << empty_rules.output;
   auto usage = CheckOrder({});
   EXPECT_EQ(usage.code, 2) << usage.output;
 }

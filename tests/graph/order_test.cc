@@ -373,6 +373,18 @@ TEST(OrderLiveTest, AQueuedAcquireIsCheckedWhenItQueuesNotWhenGranted) {
             "checks=2 warnings=1 denied=0 reports=1 repeats=0 inversions=1 learned=2");
 }
 
+// Whether a broken rule is seen must not depend on contention: a try that breaks
+// a rank and finds the resource busy is answered TIMEOUT and still reported.
+TEST(OrderLiveTest, ABusyTryThatBreaksARuleIsReportedWithItsTimeout) {
+  Live live(Live::With(Shop(OrderMode::kWarn)));
+  ASSERT_EQ(Describe(live.Run({Op(Kind::kAcquire, "x", "account:1", -1, "", "other"), Acq("o", "order:1")})), "");
+  const Effects busy = live.Apply(Acq("o", "account:1", /*wait_ms=*/0));
+  EXPECT_EQ(busy.reply.code, Code::kTimeout);
+  EXPECT_EQ(Describe(Live::Events(busy)), "rank order->account");
+  EXPECT_EQ(live.checker().stats().learned_edges, 0u) << "a try learns no edge";
+  EXPECT_EQ(live.checker().stats().warnings, 1u);
+}
+
 TEST_P(OrderBothTest, BrokenRankInWarnIsAllowedReportedOnceAndCounted) {
   auto backend = Make(GetParam(), Shop(OrderMode::kWarn));
   const Reports first = backend->Run({Acq("o", "order:1"), Acq("o", "account:1", -1, "pay.cc:7")});

@@ -201,9 +201,11 @@ class OrderChecker {
   // Adds edges saved earlier (Learned() of a previous run); skips known ones.
   void Restore(const std::vector<OrderEdge>& edges);
 
-  // The learned order (with the declared rules) as a rules file: ranks by longest
-  // path over the learned edges that closed no cycle, so that following them obeys
-  // every edge seen; inversions listed as comments to resolve by hand.
+  // The learned order as a rules file: a rank for every class a learned edge names,
+  // by longest path over the edges that closed no cycle, so that following the ranks
+  // obeys every such edge; the declared within-class rules; inversions listed as
+  // comments to resolve by hand. Declared ranks and modes are not copied (they are
+  // in the config already); the file's mode is warn, to be raised by hand.
   std::string ExportRules() const;
 
  private:

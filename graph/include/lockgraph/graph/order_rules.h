@@ -28,7 +28,10 @@ namespace lockgraph::graph {
 // Reads the [ordering] table of `toml_text` over `rules` (a document without one
 // leaves `rules` as it was). Returns an error naming `source`, the line or key and
 // the problem, or an empty string; on error `rules` is unchanged.
-std::string ParseOrderRules(std::string_view toml_text, std::string_view source, OrderRules& rules);
+// With `require_table` (a standalone rules file), a document without [ordering] is
+// an error too.
+std::string ParseOrderRules(std::string_view toml_text, std::string_view source, OrderRules& rules,
+                            bool require_table = false);
 
 }  // namespace lockgraph::graph
 
