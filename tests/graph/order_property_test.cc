@@ -38,6 +38,7 @@
 
 #include "lockgraph/graph/coordinator.h"
 #include "lockgraph/graph/order.h"
+#include "graph/order_text.h"
 
 namespace lockgraph::graph {
 namespace {
@@ -345,12 +346,7 @@ std::string Describe(const OrderRules& r) {
   return out;
 }
 
-std::string StatsText(const OrderStats& s) {
-  return "checks=" + std::to_string(s.checks) + " warnings=" + std::to_string(s.warnings) +
-         " denied=" + std::to_string(s.denied) + " reports=" + std::to_string(s.reports) +
-         " repeats=" + std::to_string(s.repeats) + " inversions=" + std::to_string(s.inversions) +
-         " learned=" + std::to_string(s.learned_edges);
-}
+using testing::StatsText;
 
 std::string LearnedText(const OrderChecker& c) {
   std::string out;

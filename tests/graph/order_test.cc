@@ -10,6 +10,7 @@
 // ("inversion A -> B -> C -> A"), a rule as "rank order->account" (plus " denied").
 // Time is an argument (1 ms per op); nothing sleeps.
 #include "lockgraph/graph/order.h"
+#include "graph/order_text.h"
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
@@ -75,12 +76,7 @@ std::string LearnedText(const OrderChecker& c) {
   return out;
 }
 
-std::string StatsText(const OrderStats& s) {
-  return "checks=" + std::to_string(s.checks) + " warnings=" + std::to_string(s.warnings) +
-         " denied=" + std::to_string(s.denied) + " reports=" + std::to_string(s.reports) +
-         " repeats=" + std::to_string(s.repeats) + " inversions=" + std::to_string(s.inversions) +
-         " learned=" + std::to_string(s.learned_edges);
-}
+using testing::StatsText;
 
 // Each distinct report with its count: "rank order->account x2".
 std::string ReportsText(const OrderChecker& c) {
