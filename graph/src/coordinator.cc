@@ -20,6 +20,7 @@
 #include <cassert>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "chunked_vector.h"
 #include "graph_export.h"
@@ -224,6 +225,7 @@ class Coordinator::Impl {
     Mode mode = Mode::kExclusive;
     bool reported = false;
     bool revoked = false;
+    bool awaiting = false;  // restored, not reclaimed yet
     bool live = false;
   };
   struct WaitRec {
@@ -278,6 +280,27 @@ class Coordinator::Impl {
   void DoUnwait(const Unwait& c, Reply& r);
   void DoRevoke(const Revoke& c, Reply& r);
   void DoSetEpoch(const SetEpoch& c, Reply& r);
+  void DoRestore(const Restore& c, Reply& r);
+  void DoReclaim(const Reclaim& c, Reply& r);
+  bool InGrace() const { return awaiting_ > 0 && now_ < grace_until_; }
+  static constexpr std::uint32_t kNoResourceYet = kNone - 1;
+  // GRACE for a request that may not be served during the grace.
+  bool RefuseInGrace(Reply& r, std::uint32_t resource) {
+    if (!InGrace()) return false;
+    if (grant_unclaimed_) {
+      bool awaited = false;
+      if (resource != kNoResourceYet) {
+        for (std::uint32_t x = resources_[resource].holder_head; x != kNone; x = leases_[x].res_next) {
+          awaited = awaited || leases_[x].awaiting;
+        }
+      }
+      if (!awaited) return false;
+    }
+    ++stats_.grace_refusals;
+    Fail(r, Code::kGrace, "the daemon restarted and its leases are being reclaimed for another " +
+                              std::to_string((grace_until_ - now_ + 999) / 1000) + " ms; retry then");
+    return true;
+  }
 
   // ---- helpers
   bool Fail(Reply& r, Code code, std::string message) {
@@ -311,7 +334,7 @@ class Coordinator::Impl {
   bool TokenAvailable() const { return seq_ < kSeqLimit; }
   Token NextToken();
   std::uint32_t NewLease(std::uint32_t owner, std::uint32_t resource, Mode mode, std::int64_t ttl_us,
-                         bool reported, std::uint32_t site);
+                         bool reported, std::uint32_t site, const RestoredLease* restored = nullptr);
   // Ends a lease: unlinks it, frees it and lets the queue move on.
   void EndLease(std::uint32_t l);
   void RevokeLease(std::uint32_t l, RevokeReason reason, std::shared_ptr<const DeadlockReport> report);
@@ -421,6 +444,11 @@ class Coordinator::Impl {
   std::vector<std::uint32_t> gc_owners_;
   std::vector<std::uint32_t> gc_resources_;
 
+  TimeUs grace_until_ = 0;
+  std::uint32_t awaiting_ = 0;  // restored leases not reclaimed yet
+  bool only_restores_ = true;   // nothing but Restore applied so far
+  bool grant_unclaimed_ = false;
+
   OrderChecker order_;
   std::vector<HeldRef> order_held_;
   OrderRequest order_request_;
@@ -462,6 +490,8 @@ Effects Coordinator::Impl::Apply(const Command& command, TimeUs now) {
         else if constexpr (std::is_same_v<T, Unwait>) DoUnwait(c, r);
         else if constexpr (std::is_same_v<T, Revoke>) DoRevoke(c, r);
         else if constexpr (std::is_same_v<T, SetEpoch>) DoSetEpoch(c, r);
+        else if constexpr (std::is_same_v<T, Restore>) DoRestore(c, r);
+        else if constexpr (std::is_same_v<T, Reclaim>) DoReclaim(c, r);
         else static_assert(std::is_same_v<T, Tick>);
       },
       command);
@@ -469,6 +499,7 @@ Effects Coordinator::Impl::Apply(const Command& command, TimeUs now) {
   CollectGarbage();
   MaybeNeedEpoch();
   if (!r.ok()) ++stats_.errors;
+  if (!std::holds_alternative<Restore>(command)) only_restores_ = false;
   out_ = nullptr;
   return effects;
 }
@@ -609,7 +640,8 @@ void Coordinator::Impl::MaybeNeedEpoch() {
 }
 
 std::uint32_t Coordinator::Impl::NewLease(std::uint32_t owner, std::uint32_t resource, Mode mode,
-                                          std::int64_t ttl_us, bool reported, std::uint32_t site) {
+                                          std::int64_t ttl_us, bool reported, std::uint32_t site,
+                                          const RestoredLease* restored) {
   std::uint32_t l;
   if (!free_leases_.empty()) {
     l = free_leases_.back();
@@ -620,8 +652,8 @@ std::uint32_t Coordinator::Impl::NewLease(std::uint32_t owner, std::uint32_t res
   }
   Lease& lease = leases_[l];
   lease = Lease{};
-  lease.token = NextToken();
-  lease.id = lease.token;
+  lease.token = restored ? restored->token : NextToken();
+  lease.id = restored ? restored->lease : lease.token;
   lease.ttl_us = ttl_us;
   lease.expires = now_ + ttl_us;
   lease.owner = owner;
@@ -670,6 +702,8 @@ void Coordinator::Impl::EndLease(std::uint32_t l) {
   gc_owners_.push_back(lease.owner);
   gc_resources_.push_back(resource);
   const std::uint32_t owner = lease.owner;
+  if (lease.awaiting) --awaiting_;
+  lease.awaiting = false;
   lease.live = false;
   free_leases_.push_back(l);
   --stats_.live_leases;
@@ -1460,6 +1494,7 @@ void Coordinator::Impl::DoAcquire(const Acquire& c, Reply& r) {
   std::uint32_t o = FindOwner(s, c.owner);
   const std::uint32_t tag = internal::HashTag(c.resource);
   std::uint32_t res = FindResource(c.resource, tag);
+  if (RefuseInGrace(r, res == kNone ? kNoResourceYet : res)) return;
   const std::uint32_t held = FindHold(o, res);
   bool upgrade = false;
   if (held != kNone) {
@@ -1614,6 +1649,10 @@ void Coordinator::Impl::DoRenew(const Renew& c, Reply& r) {
     Fail(r, Code::kNotOwner, "lease " + std::to_string(c.lease) + " was revoked");
     return;
   }
+  if (lease.awaiting) {
+    Fail(r, Code::kGrace, "lease " + std::to_string(c.lease) + " was restored after a restart: reclaim it first");
+    return;
+  }
   const std::int64_t ttl_ms = c.ttl_ms.value_or(lease.ttl_us / 1000);
   if (!CheckTtl(ttl_ms, r)) return;
   lease.ttl_us = ttl_ms * 1000;
@@ -1662,6 +1701,7 @@ void Coordinator::Impl::DoHold(const Hold& c, Reply& r) {
   std::uint32_t o = FindOwner(s, c.owner);
   const std::uint32_t tag = internal::HashTag(c.resource);
   std::uint32_t res = FindResource(c.resource, tag);
+  if (RefuseInGrace(r, res == kNone ? kNoResourceYet : res)) return;
   std::uint32_t l = FindHold(o, res);
   if (l == kNone && sessions_[s].lease_count >= config_.max_leases_per_session) {
     Fail(r, Code::kLimit, "session holds " + std::to_string(sessions_[s].lease_count) + " leases, the limit");
@@ -1729,6 +1769,7 @@ void Coordinator::Impl::DoWait(const Wait& c, Reply& r) {
   std::uint32_t o = FindOwner(s, c.owner);
   const std::uint32_t tag = internal::HashTag(c.resource);
   std::uint32_t res = FindResource(c.resource, tag);
+  if (RefuseInGrace(r, res == kNone ? kNoResourceYet : res)) return;
   const std::uint32_t held = FindHold(o, res);
   if (held != kNone && leases_[held].mode == Mode::kExclusive) {
     auto report = std::make_shared<DeadlockReport>();
@@ -1839,6 +1880,144 @@ void Coordinator::Impl::DoSetEpoch(const SetEpoch& c, Reply& r) {
     if (resources_[res].live) Pump(res);
   }
 }
+
+// ============================================================ restart
+
+void Coordinator::Impl::DoRestore(const Restore& c, Reply& r) {
+  // A large state is restored in several Restore commands (each journal record stays
+  // small), all before anything else.
+  if (!only_restores_) {
+    Fail(r, Code::kBadRequest, "restore must come before any other command");
+    return;
+  }
+  if (c.grace_ms < 0 || c.grace_ms > config_.max_ttl_ms) {
+    Fail(r, Code::kBadRequest, "grace_ms must be in [0, max_ttl_ms], got " + std::to_string(c.grace_ms));
+    return;
+  }
+  // Everything is checked before anything is created: a refused restore changes nothing.
+  std::unordered_map<std::string, std::size_t> sessions;
+  for (std::size_t i = 0; i < c.sessions.size(); ++i) {
+    const RestoredSession& x = c.sessions[i];
+    if (!CheckName("session", x.session, r) || !CheckName("secret", x.secret, r) ||
+        !CheckName("client", x.client, r, true) || !CheckTtl(x.ttl_ms, r)) {
+      return;
+    }
+    if (!sessions.emplace(x.session, i).second) {
+      Fail(r, Code::kBadRequest, "session '" + x.session + "' is restored twice");
+      return;
+    }
+  }
+  std::unordered_set<LeaseId> ids;
+  for (const RestoredSession& x : c.sessions) {
+    if (session_index_.count(x.session)) {
+      Fail(r, Code::kBadRequest, "session '" + x.session + "' is restored twice");
+      return;
+    }
+  }
+  for (const RestoredLease& x : c.leases) {
+    if (!sessions.count(x.session) && !session_index_.count(x.session)) {
+      Fail(r, Code::kBadRequest, "lease " + std::to_string(x.lease) + " names session '" + x.session +
+                                     "', which is not restored");
+      return;
+    }
+    if (!CheckName("owner", x.owner, r) || !CheckName("resource", x.resource, r) ||
+        !CheckName("site", x.site, r, true) || !CheckMode(x.mode, r) || !CheckTtl(x.ttl_ms, r)) {
+      return;
+    }
+    if ((x.token >> kSeqBits) >= epoch_ || (x.lease >> kSeqBits) >= epoch_) {
+      Fail(r, Code::kBadRequest, "lease " + std::to_string(x.lease) + " has a token of epoch " +
+                                     std::to_string(x.token >> kSeqBits) + ", not below the current " +
+                                     std::to_string(epoch_));
+      return;
+    }
+    if (!ids.insert(x.lease).second || FindLease(x.lease) != kNone) {
+      Fail(r, Code::kBadRequest, "lease " + std::to_string(x.lease) + " is restored twice");
+      return;
+    }
+  }
+  const TimeUs grace_us = c.grace_ms * 1000;
+  for (const RestoredSession& x : c.sessions) {
+    Hello h{x.session, x.secret, x.client, x.ttl_ms, x.priority};
+    DoHello(h, r);
+    const std::uint32_t s = session_index_.at(x.session);
+    sessions_[s].expires = now_ + std::max(sessions_[s].ttl_us, grace_us);
+    session_timers_.Set(s, sessions_[s].expires);
+  }
+  for (const RestoredLease& x : c.leases) {
+    const std::uint32_t s = session_index_.at(x.session);
+    const std::uint32_t tag = internal::HashTag(x.resource);
+    std::uint32_t res = FindResource(x.resource, tag);
+    if (res == kNone) res = CreateResource(x.resource, tag);
+    const std::uint32_t o = FindOrCreateOwner(s, x.owner, x.started);
+    const std::uint32_t l = NewLease(o, res, x.mode, x.ttl_ms * 1000, false, sites_.Intern(x.site), &x);
+    Lease& lease = leases_[l];
+    lease.awaiting = true;
+    lease.revoked = x.revoked;
+    lease.expires = now_ + grace_us;  // unless reclaimed, it ends with the grace
+    lease_timers_.Set(l, lease.expires);
+    ++awaiting_;
+    --stats_.grants;  // restored, not granted
+    ++stats_.restored_leases;
+  }
+  grace_until_ = now_ + grace_us;
+  grant_unclaimed_ = c.grant_unclaimed;
+  r = Reply{};
+}
+
+void Coordinator::Impl::DoReclaim(const Reclaim& c, Reply& r) {
+  const std::uint32_t s = Authenticate(c.auth, r);
+  if (s == kNone) return;
+  for (const ReclaimItem& item : c.items) {
+    auto refuse = [&](std::string why) {
+      ++stats_.reclaims_refused;
+      r.items.emplace_back(Code::kNotOwner, item.owner + " on " + item.resource + ": " + std::move(why));
+    };
+    const std::uint32_t o = FindOwner(s, item.owner);
+    const std::uint32_t l = FindHold(o, FindResource(item.resource));
+    if (l == kNone) {
+      refuse("no such lease to reclaim (it expired, or was never granted to this session)");
+      continue;
+    }
+    Lease& lease = leases_[l];
+    if (lease.mode != item.mode || lease.token != item.token) {
+      refuse("the lease held is " + std::string(ModeName(lease.mode)) + " with token " + std::to_string(lease.token) +
+             ", not " + std::string(ModeName(item.mode)) + " with token " + std::to_string(item.token));
+      continue;
+    }
+    if (lease.revoked) {
+      refuse("the lease was revoked before the restart");
+      continue;
+    }
+    if (lease.awaiting) {
+      lease.awaiting = false;
+      --awaiting_;
+      ++stats_.reclaimed;
+      lease.expires = now_ + lease.ttl_us;
+      lease_timers_.Set(l, lease.expires);
+    }
+    r.items.emplace_back(Code::kOk, "");
+  }
+  RenewSession(s);
+}
+
+Restore Coordinator::RestorePoint() const {
+  const Impl& m = *impl_;
+  Restore out;
+  for (const auto& s : m.sessions_) {
+    if (!s.live) continue;
+    out.sessions.push_back({s.id, s.secret, s.client, s.ttl_us / 1000, s.priority});
+  }
+  for (const auto& l : m.leases_) {
+    if (!l.live || l.reported) continue;
+    const auto& o = m.owners_[l.owner];
+    out.leases.push_back({m.sessions_[o.session].id, std::string(o.name()), m.resources_[l.resource].name, l.mode, l.id,
+                          l.token, l.ttl_us / 1000, m.sites_.Get(l.site), o.started, l.revoked});
+  }
+  return out;
+}
+
+TimeUs Coordinator::grace_until() const { return impl_->grace_until_; }
+bool Coordinator::in_grace() const { return impl_->InGrace(); }
 
 // ============================================================ queries
 

@@ -10,6 +10,7 @@
 #include <boost/graph/strong_components.hpp>
 #include <sstream>
 
+#include "lockgraph/graph/coordinator.h"
 #include "lockgraph/graph/report.h"
 
 namespace lockgraph::graph::internal {
@@ -76,3 +77,58 @@ std::string WriteDot(const std::vector<DotVertex>& vertices, const std::vector<D
 }
 
 }  // namespace lockgraph::graph::internal
+
+namespace lockgraph::graph {
+
+std::string GraphJson(const Coordinator& c, TimeUs now) {
+  std::string out = "{\"holds\":[";
+  auto field = [&](const char* key, std::string_view value) {
+    AppendJsonString(out, key);
+    out += ':';
+    AppendJsonString(out, value);
+  };
+  bool first = true;
+  for (const LeaseInfo& l : c.Leases()) {
+    out += first ? "{" : ",{";
+    first = false;
+    field("owner", l.session + "/" + l.owner);
+    out += ',';
+    field("resource", l.resource);
+    out += ',';
+    field("mode", ModeName(l.mode));
+    out += ',';
+    field("lease", std::to_string(l.lease));
+    out += std::string(",\"revoked\":") + (l.revoked ? "true" : "false") + "}";
+  }
+  out += "],\"waits\":[";
+  first = true;
+  for (const WaitInfo& w : c.Waits()) {
+    out += first ? "{" : ",{";
+    first = false;
+    field("owner", w.session + "/" + w.owner);
+    out += ',';
+    field("resource", w.resource);
+    out += ',';
+    field("mode", ModeName(w.mode));
+    out += std::string(",\"reported\":") + (w.reported ? "true" : "false");
+    out += ",\"waiting_ms\":" + std::to_string(std::max<TimeUs>(0, now - w.since_us) / 1000) + ",";
+    field("site", w.site);
+    out += '}';
+  }
+  out += "],\"edges\":[";
+  first = true;
+  for (const OwnerEdge& e : c.WaitForEdges()) {
+    out += first ? "{" : ",{";
+    first = false;
+    field("from", e.from);
+    out += ',';
+    field("to", e.to);
+    out += ',';
+    field("kind", e.hard ? "hard" : "soft");
+    out += '}';
+  }
+  out += "]}";
+  return out;
+}
+
+}  // namespace lockgraph::graph

@@ -149,6 +149,13 @@ inline std::string Describe(const Command& command) {
           },
           [&](const Tick&) { o << "Tick"; },
           [&](const SetEpoch& c) { o << "SetEpoch " << c.epoch; },
+          [&](const Restore& c) {
+            o << "Restore sessions=" << c.sessions.size() << " leases=" << c.leases.size()
+              << " grace_ms=" << c.grace_ms << (c.grant_unclaimed ? " grant_unclaimed" : "");
+          },
+          [&](const Reclaim& c) {
+            o << "Reclaim " << c.auth.session << " items=" << c.items.size();
+          },
       },
       command);
   return o.str();

@@ -142,13 +142,60 @@ struct Revoke {
 };
 // Time passes; nothing else.
 struct Tick {};
+// After a restart, on a fresh coordinator: the sessions and arbitrate leases taken
+// from the journal, and the grace period in which their holders reclaim them.
+// Restored leases keep their ids and tokens and await reclaim; those not reclaimed
+// expire when the grace ends. During the grace acquire, hold and wait get GRACE (no
+// new wait, so no victim is chosen), except that with `grant_unclaimed` (fsync
+// always and a clean journal tail: nothing granted can be missing) an acquire of a
+// resource with no lease awaiting reclaim is served. The grace ends early once every
+// restored lease is reclaimed or released. A large state may be restored in several
+// Restore commands (a lease may name a session of an earlier one); all of them come
+// before any other command, and the last one's grace counts.
+struct RestoredSession {
+  std::string session;
+  std::string secret;
+  std::string client;
+  std::int64_t ttl_ms = 10'000;
+  std::int32_t priority = 0;
+};
+struct RestoredLease {
+  std::string session;
+  std::string owner;
+  std::string resource;
+  Mode mode = Mode::kExclusive;
+  LeaseId lease = 0;
+  Token token = 0;
+  std::int64_t ttl_ms = 30'000;
+  std::string site;
+  TimeUs started = 0;    // the owner's
+  bool revoked = false;  // revoked before the restart: kept until the grace ends, never reclaimed
+};
+struct Restore {
+  std::vector<RestoredSession> sessions;
+  std::vector<RestoredLease> leases;
+  std::int64_t grace_ms = 0;
+  bool grant_unclaimed = false;
+};
+// A client's claim, after a restart, to what it held: matched item by item on
+// session, owner, resource, mode and token.
+struct ReclaimItem {
+  std::string owner;
+  std::string resource;
+  Mode mode = Mode::kExclusive;
+  Token token = 0;
+};
+struct Reclaim {
+  Auth auth;
+  std::vector<ReclaimItem> items;
+};
 // The caller persisted a new epoch (after a NeedEpoch event). Tokens continue in it.
 struct SetEpoch {
   std::uint32_t epoch = 0;
 };
 
 using Command = std::variant<Hello, Heartbeat, Bye, Acquire, Renew, Release, Hold,
-                             Wait, Unwait, Revoke, Tick, SetEpoch>;
+                             Wait, Unwait, Revoke, Tick, SetEpoch, Restore, Reclaim>;
 
 // ---------------------------------------------------------------- effects
 
@@ -171,6 +218,8 @@ struct Reply {
   std::shared_ptr<const DeadlockReport> deadlock;  // with kDeadlock
   std::shared_ptr<const OrderReport> order;        // with kOrderViolation
   std::vector<LeaseId> revoked;                    // revoke
+  // reclaim: one result per item, in order (kOk: the lease is the holder's again)
+  std::vector<std::pair<Code, std::string>> items;
   bool ok() const { return code == Code::kOk; }
 };
 
@@ -274,6 +323,10 @@ struct Stats {
   std::uint64_t live_leases = 0;
   std::uint64_t live_waits = 0;
   std::uint64_t wait_edges = 0;  // owner->owner edges in the wait-for graph
+  std::uint64_t restored_leases = 0;
+  std::uint64_t reclaimed = 0;
+  std::uint64_t reclaims_refused = 0;
+  std::uint64_t grace_refusals = 0;  // requests answered GRACE
 };
 
 struct LeaseInfo {
@@ -337,6 +390,12 @@ class Coordinator {
   std::vector<WaitInfo> Waits() const;    // by resource, then queue position
   std::vector<OwnerEdge> WaitForEdges() const;  // sorted by (from, to)
   std::vector<std::string> Sessions() const;    // sorted
+  // What a restart restores: live sessions (with their secrets) and the arbitrate
+  // leases (not the reported ones: report-mode state is re-sent by its clients).
+  Restore RestorePoint() const;
+  // The end of the grace period after a Restore (0 when there was none).
+  TimeUs grace_until() const;
+  bool in_grace() const;
   // "session/owner" -> `started`, for live owners.
   std::optional<TimeUs> OwnerStarted(const std::string& session,
                                      const std::string& owner) const;
@@ -355,6 +414,12 @@ class Coordinator {
   class Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The wait graph as JSON: {"holds":[{"owner","resource","mode","lease","revoked"}],
+// "waits":[{"owner","resource","mode","reported","waiting_ms","site"}],
+// "edges":[{"from","to","kind"}]} — what lockgraphd's `graph` query answers, and
+// what `lockgraphctl replay` prints for a moment of the journal. `now` gives waiting_ms.
+std::string GraphJson(const Coordinator& coordinator, TimeUs now);
 
 }  // namespace lockgraph::graph
 
