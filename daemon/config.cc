@@ -96,6 +96,18 @@ std::string LoadConfigFile(const std::string& path, DaemonConfig& c) {
   step(ReadInt(root, "reply_cache", file, 1, 1 << 20, c.reply_cache));
   step(ReadInt(root, "max_unacked_events", file, 1, 1 << 24, c.max_unacked_events));
   step(ReadInt(root, "deadlock_history", file, 0, 1 << 20, c.deadlock_history));
+  if (const toml::table* t = root["journal"].as_table()) {
+    const std::string where = file + "journal.";
+    if (const toml::node* n = t->get("enabled")) {
+      if (!n->is_boolean()) step(where + "enabled: expected true or false");
+      else c.journal = *n->value<bool>();
+    }
+    std::string fsync(FsyncPolicyName(c.fsync));
+    step(ReadString(*t, "fsync", where, fsync));
+    if (auto p = ParseFsyncPolicy(fsync)) c.fsync = *p;
+    else step(where + "fsync: expected \"always\", \"interval\" or \"never\"");
+    step(ReadInt(*t, "fsync_interval_ms", where, 1, 60'000, c.fsync_interval_ms));
+  }
   if (const toml::table* t = root["limits"].as_table()) {
     const std::string where = file + "limits.";
     step(ReadInt(*t, "max_name_bytes", where, 1, 1 << 20, c.core.max_name_bytes));

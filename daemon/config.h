@@ -8,6 +8,7 @@
 #include <variant>
 #include <vector>
 
+#include "journal.h"
 #include "lockgraph/graph/coordinator.h"
 
 namespace lockgraph::daemon {
@@ -22,7 +23,10 @@ struct DaemonConfig {
   std::size_t reply_cache = 1024;          // replies kept per session for retries
   std::size_t max_unacked_events = 10000;  // per session; the oldest are dropped beyond
   std::size_t deadlock_history = 1000;     // reports kept for the `deadlocks` query
-  std::uint32_t epoch = 1;                 // until the epoch is persisted (durability)
+  std::uint32_t epoch = 1;                 // set from DATA_DIR/epoch at start
+  bool journal = true;                     // DATA_DIR/journal/EPOCH.lgj
+  FsyncPolicy fsync = FsyncPolicy::kInterval;
+  long fsync_interval_ms = 10;
   graph::Config core;
 };
 

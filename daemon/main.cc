@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
       "lockgraphd"};
   std::string config_file;
   std::vector<std::string> listen;
-  std::string data_dir, admin_token, log_level, victim_policy, rules_file, order_mode;
+  std::string data_dir, admin_token, log_level, victim_policy, rules_file, order_mode, fsync;
   std::int64_t confirm_ms = -1, victim_grace_ms = -1, revoke_grace_ms = -1, max_frame_bytes = -1,
                max_name_bytes = -1;
   app.add_option("--config", config_file, "TOML configuration file (see docs/configuration.md)")
@@ -61,6 +61,12 @@ int main(int argc, char** argv) {
   app.add_option("--order-mode", order_mode,
                  "lock-ordering mode for classes without their own: off, warn or enforce (default warn)")
       ->check(CLI::IsMember({"off", "warn", "enforce"}));
+  app.add_option("--fsync", fsync,
+                 "journal durability: always (a reply waits for its record's fsync), interval (fsync every "
+                 "10 ms; the default) or never")
+      ->check(CLI::IsMember({"always", "interval", "never"}));
+  bool no_journal = false;
+  app.add_flag("--no-journal", no_journal, "write no journal (no history, no replay)");
   CLI11_PARSE(app, argc, argv);
 
   if (!config_file.empty()) {
@@ -76,6 +82,8 @@ int main(int argc, char** argv) {
     }
   }
   if (!order_mode.empty()) config.core.order.mode = *lockgraph::graph::ParseOrderMode(order_mode);
+  if (!fsync.empty()) config.fsync = *lockgraph::daemon::ParseFsyncPolicy(fsync);
+  if (no_journal) config.journal = false;
   if (!listen.empty()) config.listen = listen;
   if (!data_dir.empty()) config.data_dir = data_dir;
   if (!admin_token.empty()) config.admin_token = admin_token;

@@ -12,6 +12,7 @@
 #include <zmq.hpp>
 
 #include "epoch_file.h"
+#include "journal.h"
 #include "order_file.h"
 #include "lockgraph/protocol.h"
 
@@ -31,6 +32,11 @@ graph::TimeUs MonotonicNowUs() {
   static const auto steady_start = steady_clock::now();
   static const auto wall_start = duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
   return wall_start + duration_cast<microseconds>(steady_clock::now() - steady_start).count();
+}
+
+graph::TimeUs WallNowUs() {
+  using namespace std::chrono;
+  return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
 }
 
 void Key(JsonWriter& w, const char* k) { w.Key(k); }
@@ -67,7 +73,10 @@ class Server::Impl {
     std::uint64_t evicted_max = 0;        // highest id whose reply left the cache
     std::deque<std::uint64_t> cached_ids;  // oldest first
     std::unordered_map<std::uint64_t, std::string> cached;  // id -> encoded reply
+    // Event seqs start at epoch << 32, so they keep increasing across restarts and a
+    // client never takes a new event for one it has seen.
     std::uint64_t next_seq = 1;
+    bool encoding_known = true;  // false for a session restored after a restart
     std::deque<std::pair<std::uint64_t, std::string>> unacked;  // (seq, encoded event)
   };
 
@@ -110,6 +119,15 @@ class Server::Impl {
   void RestoreOrder();
   void SaveOrderIfChanged(bool force = false);
   std::string OrderJson();
+  // Applies a command to the core at the monotonic clock's now and journals it.
+  graph::Effects Core(const graph::Command& command);
+  // Opens this boot's journal segment after checking the previous one's tail.
+  std::string OpenJournal();
+  void Journal(graph::Command command, graph::TimeUs now);
+  void JournalReport(ReportInfo::Type type, std::string json);
+  // End of a loop turn: hand the journal to the kernel, fsync by policy, and (under
+  // `always`) only then send what the turn produced (group commit).
+  void FinishTurn();
   std::string StatsJson();
   std::string LeasesJson(const protocol::Request& req);
   std::string GraphJson();
@@ -133,11 +151,18 @@ class Server::Impl {
   std::unordered_map<std::string, std::string> hello_replies_;
   std::deque<std::string> hello_order_;
   std::uint64_t saved_order_version_ = 0;
+  JournalWriter journal_;
+  std::uint64_t boot_id_ = 0;
+  std::chrono::steady_clock::time_point last_sync_ = std::chrono::steady_clock::now();
+  bool journal_failed_ = false;
+  // Messages of the current loop turn, waiting for its journal records (FinishTurn).
+  std::vector<std::pair<std::string, std::string>> deferred_;
 };
 
 // ------------------------------------------------------------------ transport
 
 std::string Server::Impl::Bind() {
+  if (std::string err = OpenJournal(); !err.empty()) return err;
   // Frames up to twice the limit reach the decoder and get LIMIT; ZeroMQ drops the
   // connection of a peer that sends more, before the frame is read into memory.
   const std::int64_t hard_cap = static_cast<std::int64_t>(config_.max_frame_bytes) * 2 + 4096;
@@ -156,6 +181,13 @@ std::string Server::Impl::Bind() {
 }
 
 void Server::Impl::Send(const std::string& routing_id, const std::string& payload) {
+  // With a journal, what a turn sends waits for the turn's records: written to the
+  // kernel (a killed process loses nothing a client was told) and, under `always`,
+  // fsynced (a power failure does not either).
+  if (journal_.is_open()) {
+    deferred_.emplace_back(routing_id, payload);
+    return;
+  }
   try {
     router_.send(zmq::buffer(routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     router_.send(zmq::buffer(payload), zmq::send_flags::dontwait);
@@ -198,6 +230,9 @@ void Server::Impl::Run(const std::atomic<bool>& stop) {
     const graph::TimeUs deadline = core_.NextDeadline();
     long timeout_ms = 100;
     if (deadline != graph::kNever) timeout_ms = std::clamp<long>((deadline - now + 999) / 1000, 0, 100);
+    if (config_.fsync == FsyncPolicy::kInterval && journal_.unsynced()) {
+      timeout_ms = std::min<long>(timeout_ms, config_.fsync_interval_ms);
+    }
     try {
       zmq::poll(items, 1, std::chrono::milliseconds(timeout_ms));
     } catch (const zmq::error_t& e) {
@@ -205,9 +240,10 @@ void Server::Impl::Run(const std::atomic<bool>& stop) {
     }
     if (items[0].revents & ZMQ_POLLIN) receive_all();
     if (core_.NextDeadline() <= MonotonicNowUs()) {
-      graph::Effects effects = core_.Apply(graph::Tick{}, MonotonicNowUs());
+      graph::Effects effects = Core(graph::Tick{});
       Deliver(effects.events);
     }
+    FinishTurn();
     SaveOrderIfChanged();
   }
   // Stop accepting, answer what has arrived.
@@ -218,7 +254,177 @@ void Server::Impl::Run(const std::atomic<bool>& stop) {
     }
   }
   receive_all();
+  FinishTurn();
+  if (std::string err = journal_.Sync(); !err.empty()) spdlog::error("journal: {}", err);
   SaveOrderIfChanged(/*force=*/true);
+}
+
+// ------------------------------------------------------------------ journal
+
+graph::Effects Server::Impl::Core(const graph::Command& command) {
+  const graph::TimeUs now = MonotonicNowUs();
+  graph::Effects effects = core_.Apply(command, now);
+  // An error changes nothing but the time (DEADLOCK excepted: the requester is the
+  // victim), so it is journaled as the Tick it amounts to: replay stays exact and
+  // refused secrets stay out of the journal.
+  if (effects.reply.ok() || effects.reply.code == graph::Code::kDeadlock) Journal(command, now);
+  else Journal(graph::Tick{}, now);
+  return effects;
+}
+
+void Server::Impl::Journal(graph::Command command, graph::TimeUs now) {
+  if (!journal_.is_open()) return;
+  JournalRecord r;
+  r.boot = boot_id_;
+  r.wall_us = WallNowUs();
+  r.now_us = now;
+  r.body = JournalSecretless(std::move(command));
+  journal_.Append(r);
+}
+
+void Server::Impl::JournalReport(ReportInfo::Type type, std::string json) {
+  if (!journal_.is_open()) return;
+  JournalRecord r;
+  r.boot = boot_id_;
+  r.wall_us = WallNowUs();
+  r.now_us = MonotonicNowUs();
+  r.body = ReportInfo{type, std::move(json)};
+  journal_.Append(r);
+}
+
+std::string Server::Impl::OpenJournal() {
+  if (!config_.journal) return "";
+  const auto segments = ListSegments(config_.data_dir);
+  std::optional<graph::Restore> point;
+  bool clean_tail = true;
+  bool previous_always = false;
+  std::string previous;
+  if (!segments.empty()) {
+    // The state at the end of the last boot is that segment replayed. Only its tail
+    // can have been cut by a crash or a power failure: what follows the last good
+    // record is reported and cut off, never replayed.
+    previous = segments.back();
+    std::unique_ptr<graph::Coordinator> before;
+    std::string replay_error;
+    std::size_t records = 0;
+    auto scanned = ScanSegment(previous, [&](JournalRecord&& r) {
+      ++records;
+      if (!replay_error.empty()) return;
+      if (auto* boot = std::get_if<BootInfo>(&r.body)) {
+        if (before) replay_error = "record " + std::to_string(records) + " is a second boot record";
+        previous_always = boot->fsync_always;
+        // Ordering changes no lock (a refusal was journaled as a Tick), so the replay
+        // skips it; the learned order comes back from order.json.
+        graph::Config config = boot->config;
+        config.order.mode = graph::OrderMode::kOff;
+        config.order.classes.clear();
+        before = std::make_unique<graph::Coordinator>(config, boot->epoch, boot->first_seq);
+      } else if (auto* command = std::get_if<graph::Command>(&r.body)) {
+        if (!before) replay_error = "the segment does not start with a boot record";
+        else before->Apply(*command, r.now_us);
+      }
+    });
+    if (auto* err = std::get_if<std::string>(&scanned)) {
+      return "cannot restore from the journal: " + *err + " (move the file aside to start empty)";
+    }
+    SegmentScan& scan = std::get<SegmentScan>(scanned);
+    if (!replay_error.empty() || !before) {
+      return "cannot restore from " + previous + ": " +
+             (!replay_error.empty() ? replay_error
+                                    : "it holds no readable boot record" +
+                                          (scan.problem.empty() ? std::string() : " (" + scan.problem + ")")) +
+             " (move the file aside to start empty)";
+    }
+    if (scan.torn()) {
+      clean_tail = false;
+      spdlog::error("journal: {}; truncating to the last good record ({} records kept)", scan.problem, scan.count);
+      if (std::string err = TruncateSegment(previous, scan.good_bytes); !err.empty()) return err;
+    }
+    point = before->RestorePoint();
+  }
+  char name[16];
+  std::snprintf(name, sizeof name, "%08u", config_.epoch);
+  if (std::string err = journal_.Open(config_.data_dir, name); !err.empty()) return err;
+  boot_id_ = rng_();
+  JournalRecord r;
+  r.boot = boot_id_;
+  r.wall_us = WallNowUs();
+  r.now_us = MonotonicNowUs();
+  r.body = BootInfo{config_.epoch, 1, kServerName, config_.fsync == FsyncPolicy::kAlways, config_.core};
+  journal_.Append(r);
+  if (std::string err = journal_.Sync(); !err.empty()) return err;
+  spdlog::info("journal {} (fsync {})", journal_.path(), FsyncPolicyName(config_.fsync));
+  if (point && !point->sessions.empty()) {
+    // Grace: at least the longest restored TTL, so that no lease a client may still
+    // be using passes to someone else before its holder could have reclaimed it.
+    std::int64_t grace_ms = 0;
+    for (const graph::RestoredLease& l : point->leases) grace_ms = std::max(grace_ms, l.ttl_ms);
+    point->grace_ms = grace_ms;
+    point->grant_unclaimed = clean_tail && previous_always && config_.fsync == FsyncPolicy::kAlways;
+    const std::size_t sessions = point->sessions.size(), leases = point->leases.size();
+    std::vector<std::pair<std::string, std::string>> secrets;  // for the transport's peers
+    for (const graph::RestoredSession& x : point->sessions) secrets.emplace_back(x.session, x.secret);
+    // In pieces, so that every journal record stays far below kMaxRecordBytes.
+    constexpr std::size_t kChunk = 4096;
+    for (std::size_t at = 0; at == 0 || at < sessions + leases; at += kChunk) {
+      graph::Restore chunk;
+      chunk.grace_ms = point->grace_ms;
+      chunk.grant_unclaimed = point->grant_unclaimed;
+      for (std::size_t i = at; i < std::min(at + kChunk, sessions + leases); ++i) {
+        if (i < sessions) chunk.sessions.push_back(std::move(point->sessions[i]));
+        else chunk.leases.push_back(std::move(point->leases[i - sessions]));
+      }
+      graph::Effects fx = Core(chunk);
+      if (!fx.reply.ok()) return "cannot restore from " + previous + ": " + fx.reply.message;
+      journal_.Write();
+    }
+    for (const auto& [id, secret] : secrets) {
+      Peer& peer = peers_[id];
+      peer.secret = secret;
+      peer.next_seq = (std::uint64_t{core_.epoch()} << 32) + 1;
+      peer.encoding_known = false;
+    }
+    if (std::string err = journal_.Sync(); !err.empty()) return err;
+    spdlog::warn("restored {} session(s) and {} lease(s) from {}; grace {} ms{}", sessions, leases, previous, grace_ms,
+                 point->grant_unclaimed ? " (leases not awaiting reclaim may be granted)" : "");
+  }
+  return "";
+}
+
+void Server::Impl::FinishTurn() {
+  if (!journal_.is_open()) return;
+  std::string err;
+  const auto now = std::chrono::steady_clock::now();
+  switch (config_.fsync) {
+    case FsyncPolicy::kAlways:
+      if (journal_.unsynced()) err = journal_.Sync();
+      break;
+    case FsyncPolicy::kInterval:
+      err = journal_.Write();
+      if (err.empty() && journal_.unsynced() &&
+          now - last_sync_ >= std::chrono::milliseconds(config_.fsync_interval_ms)) {
+        err = journal_.Sync();
+        last_sync_ = now;
+      }
+      break;
+    case FsyncPolicy::kNever:
+      err = journal_.Write();
+      break;
+  }
+  if (!err.empty() && !journal_failed_) spdlog::error("journal: {} (further errors are not logged)", err);
+  journal_failed_ = journal_failed_ || !err.empty();
+  if (!deferred_.empty()) {
+    std::vector<std::pair<std::string, std::string>> out;
+    out.swap(deferred_);
+    for (const auto& [routing_id, payload] : out) {
+      try {
+        router_.send(zmq::buffer(routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+        router_.send(zmq::buffer(payload), zmq::send_flags::dontwait);
+      } catch (const zmq::error_t& e) {
+        spdlog::debug("send failed: {}", e.what());
+      }
+    }
+  }
 }
 
 void Server::Impl::RestoreOrder() {
@@ -280,6 +486,10 @@ void Server::Impl::HandleFrame(const std::string& routing_id, std::string_view f
     auto it = peers_.find(req.session);
     if (it != peers_.end() && it->second.secret == req.secret) {
       peer = &it->second;
+      if (!peer->encoding_known) {
+        peer->encoding = encoding;
+        peer->encoding_known = true;
+      }
       if (req.id != 0 && req.id <= peer->max_id) {
         auto cached = peer->cached.find(req.id);
         if (cached != peer->cached.end()) {
@@ -392,7 +602,7 @@ protocol::Reply Server::Impl::FromCore(const graph::Reply& r, std::uint64_t id) 
 }
 
 protocol::Reply Server::Impl::ApplyCommand(const graph::Command& command, const protocol::Request& req) {
-  graph::Effects effects = core_.Apply(command, MonotonicNowUs());
+  graph::Effects effects = Core(command);
   protocol::Reply reply = FromCore(effects.reply, req.id);
   if (req.op == Op::kRenew && effects.reply.ok()) reply.expires_in_ms = effects.reply.expires_in_ms;
   Deliver(effects.events);
@@ -416,7 +626,7 @@ protocol::Reply Server::Impl::Dispatch(const protocol::Request& req, Encoding en
       h.client = req.client;
       h.ttl_ms = req.ttl_ms.value_or(10'000);
       h.priority = req.priority;
-      graph::Effects effects = core_.Apply(h, MonotonicNowUs());
+      graph::Effects effects = Core(h);
       reply = FromCore(effects.reply, req.id);
       if (effects.reply.ok()) {
         reply.session = effects.reply.session;
@@ -425,6 +635,7 @@ protocol::Reply Server::Impl::Dispatch(const protocol::Request& req, Encoding en
         reply.epoch = effects.reply.epoch;
         reply.server = kServerName;
         Peer& peer = peers_[h.session];
+        peer.next_seq = (std::uint64_t{core_.epoch()} << 32) + 1;
         peer.routing_id = routing_id;
         peer.secret = h.secret;
         peer.encoding = encoding;
@@ -435,6 +646,8 @@ protocol::Reply Server::Impl::Dispatch(const protocol::Request& req, Encoding en
     }
     case Op::kHeartbeat:
       reply = ApplyCommand(graph::Heartbeat{auth}, req);
+      // A client learns from the epoch that the daemon restarted, and reclaims.
+      if (reply.ok()) reply.epoch = core_.epoch();
       break;
     case Op::kBye:
       reply = ApplyCommand(graph::Bye{auth}, req);
@@ -495,14 +708,21 @@ protocol::Reply Server::Impl::Dispatch(const protocol::Request& req, Encoding en
     case Op::kUnwait:
       reply = ApplyCommand(graph::Unwait{auth, req.owner, req.resource}, req);
       break;
-    case Op::kReclaim:
-      // Nothing survives a restart until the journal exists, so there is never a
-      // grace period to reclaim in. Refused before anything is touched (not even the
-      // session's renewal).
-      reply.id = req.id;
-      reply.code = graph::Code::kBadRequest;
-      reply.message = "reclaim is accepted only during the grace period after a restart, and none is in progress";
-      return reply;
+    case Op::kReclaim: {
+      graph::Reclaim c;
+      c.auth = auth;
+      for (const protocol::ReclaimItem& h : req.holds) c.items.push_back({h.owner, h.resource, h.mode, h.token});
+      graph::Effects effects = Core(c);
+      reply = FromCore(effects.reply, req.id);
+      for (const auto& [code, message] : effects.reply.items) {
+        protocol::Reply item;
+        item.code = code;
+        item.message = message;
+        reply.results.push_back(std::move(item));
+      }
+      Deliver(effects.events);
+      break;
+    }
     case Op::kBatch: {
       reply.id = req.id;
       for (const protocol::Request& item_in : req.items) {
@@ -529,7 +749,7 @@ protocol::Reply Server::Impl::Dispatch(const protocol::Request& req, Encoding en
       graph::Revoke r;
       r.lease = req.lease;
       r.resource = req.resource;
-      graph::Effects effects = core_.Apply(r, MonotonicNowUs());
+      graph::Effects effects = Core(r);
       reply = FromCore(effects.reply, req.id);
       if (effects.reply.ok()) {
         reply.revoked = effects.reply.revoked;
@@ -631,6 +851,7 @@ void Server::Impl::Deliver(std::vector<graph::Event>& events) {
             spdlog::warn("deadlock #{}: victim {} ({})\n{}", e.report->id, e.report->victim, e.report->why,
                          graph::RenderText(*e.report));
             deadlocks_.push_back(e.report);
+            JournalReport(ReportInfo::Type::kDeadlock, graph::RenderJson(*e.report));
             while (deadlocks_.size() > config_.deadlock_history) deadlocks_.pop_front();
           } else if constexpr (std::is_same_v<T, graph::VictimUnresponsiveEvent>) {
             spdlog::warn("deadlock #{}: victim {} did not release within the grace; choosing another",
@@ -642,6 +863,7 @@ void Server::Impl::Deliver(std::vector<graph::Event>& events) {
             spdlog::info("session {} {}", e.session, e.expired ? "expired" : "closed");
             peers_.erase(e.session);
           } else if constexpr (std::is_same_v<T, graph::OrderReportEvent>) {
+            JournalReport(ReportInfo::Type::kOrder, graph::RenderOrderJson(*e.report));
             spdlog::warn("lock order report #{} ({}{}): {} -> {}\n{}", e.report->id,
                          graph::OrderKindName(e.report->kind), e.report->denied ? ", denied" : "", e.report->from,
                          e.report->to, graph::RenderOrderText(*e.report));
@@ -659,7 +881,7 @@ void Server::Impl::Deliver(std::vector<graph::Event>& events) {
               return;
             }
             spdlog::warn("fencing sequence nearly used up: moving to epoch {}", e.next_epoch);
-            graph::Effects fx = core_.Apply(graph::SetEpoch{e.next_epoch}, MonotonicNowUs());
+            graph::Effects fx = Core(graph::SetEpoch{e.next_epoch});
             Deliver(fx.events);
           }
         },
@@ -726,6 +948,15 @@ std::string Server::Impl::StatsJson() {
   num("live_leases", s.live_leases);
   num("live_waits", s.live_waits);
   num("wait_edges", s.wait_edges);
+  Key(w, "journal");
+  w.StartObject();
+  Key(w, "fsync");
+  Str(w, std::string(FsyncPolicyName(config_.fsync)));
+  num("bytes", journal_.bytes());
+  num("syncs", journal_.syncs());
+  Key(w, "failed");
+  w.Bool(journal_failed_);
+  w.EndObject();
   const graph::OrderStats& o = core_.order().stats();
   Key(w, "order");
   w.StartObject();
@@ -803,63 +1034,7 @@ std::string Server::Impl::LeasesJson(const protocol::Request& req) {
   return buf.GetString();
 }
 
-std::string Server::Impl::GraphJson() {
-  rapidjson::StringBuffer buf;
-  JsonWriter w(buf);
-  const graph::TimeUs now = MonotonicNowUs();
-  w.StartObject();
-  Key(w, "holds");
-  w.StartArray();
-  for (const graph::LeaseInfo& l : core_.Leases()) {
-    w.StartObject();
-    Key(w, "owner");
-    Str(w, l.session + "/" + l.owner);
-    Key(w, "resource");
-    Str(w, l.resource);
-    Key(w, "mode");
-    Str(w, std::string(graph::ModeName(l.mode)));
-    Key(w, "lease");
-    U64Str(w, l.lease);
-    Key(w, "revoked");
-    w.Bool(l.revoked);
-    w.EndObject();
-  }
-  w.EndArray();
-  Key(w, "waits");
-  w.StartArray();
-  for (const graph::WaitInfo& x : core_.Waits()) {
-    w.StartObject();
-    Key(w, "owner");
-    Str(w, x.session + "/" + x.owner);
-    Key(w, "resource");
-    Str(w, x.resource);
-    Key(w, "mode");
-    Str(w, std::string(graph::ModeName(x.mode)));
-    Key(w, "reported");
-    w.Bool(x.reported);
-    Key(w, "waiting_ms");
-    w.Int64(std::max<graph::TimeUs>(0, now - x.since_us) / 1000);
-    Key(w, "site");
-    Str(w, x.site);
-    w.EndObject();
-  }
-  w.EndArray();
-  Key(w, "edges");
-  w.StartArray();
-  for (const graph::OwnerEdge& e : core_.WaitForEdges()) {
-    w.StartObject();
-    Key(w, "from");
-    Str(w, e.from);
-    Key(w, "to");
-    Str(w, e.to);
-    Key(w, "kind");
-    Str(w, e.hard ? "hard" : "soft");
-    w.EndObject();
-  }
-  w.EndArray();
-  w.EndObject();
-  return buf.GetString();
-}
+std::string Server::Impl::GraphJson() { return graph::GraphJson(core_, MonotonicNowUs()); }
 
 std::string Server::Impl::DeadlocksJson(const protocol::Request& req) {
   std::string out = "[";

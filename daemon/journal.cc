@@ -1,0 +1,759 @@
+#include "journal.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/crc.hpp>
+#include <cereal/archives/portable_binary.hpp>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <unordered_map>
+
+namespace lockgraph::daemon {
+
+namespace {
+
+std::uint32_t Crc32cTable(std::string_view data) {
+  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
+  crc.process_bytes(data.data(), data.size());
+  return crc.checksum();
+}
+
+#if defined(__x86_64__)
+// SSE 4.2's crc32 instruction computes CRC-32C eight bytes at a time: restarts read
+// and write the whole journal, and the table would be a tenth of their time.
+__attribute__((target("sse4.2"))) std::uint32_t Crc32cSse42(std::string_view data) {
+  std::uint64_t crc = 0xFFFFFFFF;
+  const char* p = data.data();
+  std::size_t n = data.size();
+  for (; n >= 8; p += 8, n -= 8) {
+    std::uint64_t v;
+    std::memcpy(&v, p, 8);
+    crc = __builtin_ia32_crc32di(crc, v);
+  }
+  auto c = static_cast<std::uint32_t>(crc);
+  for (; n > 0; ++p, --n) c = __builtin_ia32_crc32qi(c, static_cast<unsigned char>(*p));
+  return c ^ 0xFFFFFFFF;
+}
+#endif
+
+}  // namespace
+
+std::uint32_t Crc32c(std::string_view data) {
+#if defined(__x86_64__)
+  static const bool kHardware = __builtin_cpu_supports("sse4.2");
+  if (kHardware) return Crc32cSse42(data);
+#endif
+  return Crc32cTable(data);
+}
+
+RecordKind JournalRecord::kind() const {
+  switch (body.index()) {
+    case 0: return RecordKind::kBoot;
+    case 1: return RecordKind::kCommand;
+    default: return RecordKind::kReport;
+  }
+}
+
+namespace {
+
+// ---------------------------------------------------------------- payload codec
+
+struct Bad {
+  std::string what;
+};
+
+// The kind byte leads the payload, outside cereal's archive (whose own first byte,
+// its byte order, follows), so that the payload is what journal.h's grammar says.
+// Written little-endian on every host.
+class Out {
+ public:
+  explicit Out(RecordKind kind)
+      : stream_(std::string(1, static_cast<char>(kind)), std::ios::ate),
+        ar_(stream_, cereal::PortableBinaryOutputArchive::Options::LittleEndian()) {}
+  void U8(std::uint8_t v) { ar_(v); }
+  void U32(std::uint32_t v) { ar_(v); }
+  void U64(std::uint64_t v) { ar_(v); }
+  void I64(std::int64_t v) { ar_(v); }
+  void I32(std::int32_t v) { ar_(v); }
+  void Bool(bool v) { U8(v ? 1 : 0); }
+  void Str(const std::string& s) {
+    U64(s.size());
+    ar_(cereal::binary_data(s.data(), s.size()));
+  }
+  template <typename T, typename F>
+  void Opt(const std::optional<T>& v, F&& write) {
+    Bool(v.has_value());
+    if (v) write(*v);
+  }
+  std::string Take() { return stream_.str(); }
+
+ private:
+  std::ostringstream stream_;
+  cereal::PortableBinaryOutputArchive ar_;
+};
+
+class In {
+ public:
+  explicit In(std::string_view data)
+      : stream_(std::string(data)), size_(data.size()), kind_(Lead(stream_)), ar_(stream_) {}
+  std::uint8_t kind() const { return kind_; }
+  std::uint8_t U8() { return Get<std::uint8_t>(); }
+  std::uint32_t U32() { return Get<std::uint32_t>(); }
+  std::uint64_t U64() { return Get<std::uint64_t>(); }
+  std::int64_t I64() { return Get<std::int64_t>(); }
+  std::int32_t I32() { return Get<std::int32_t>(); }
+  bool Bool() {
+    const std::uint8_t b = U8();
+    if (b > 1) throw Bad{"a flag is " + std::to_string(b)};
+    return b == 1;
+  }
+  std::string Str() {
+    const std::uint64_t n = U64();
+    if (n > Left()) throw Bad{"a string claims " + std::to_string(n) + " bytes, more than the record holds"};
+    std::string s(n, '\0');
+    ar_(cereal::binary_data(s.data(), n));
+    return s;
+  }
+  // A count of elements of at least `min_bytes` each.
+  std::size_t Count(std::size_t min_bytes) {
+    const std::uint32_t n = U32();
+    if (static_cast<std::uint64_t>(n) * min_bytes > Left()) throw Bad{"a count of " + std::to_string(n) + " is too large"};
+    return n;
+  }
+  template <typename E>
+  E Enum(std::string_view what, unsigned lo, unsigned hi) {
+    const std::uint8_t v = U8();
+    if (v < lo || v > hi) throw Bad{"unknown " + std::string(what) + " " + std::to_string(v)};
+    return static_cast<E>(v);
+  }
+  template <typename T, typename F>
+  std::optional<T> Opt(F&& read) {
+    if (!Bool()) return std::nullopt;
+    return read();
+  }
+  void End() {
+    if (stream_.peek() != std::char_traits<char>::eof()) throw Bad{"bytes after the record's body"};
+  }
+
+ private:
+  template <typename T>
+  T Get() {
+    T v{};
+    ar_(v);
+    return v;
+  }
+  std::size_t Left() {
+    const auto at = stream_.tellg();
+    return at < 0 ? 0 : size_ - static_cast<std::size_t>(at);
+  }
+  // The kind byte; checks that cereal's byte-order byte after it is one cereal writes
+  // (1 little-endian, 0 big) rather than reading a damaged record byte-swapped.
+  static std::uint8_t Lead(std::istringstream& s) {
+    const int kind = s.get();
+    const int order = s.peek();
+    if (kind == std::char_traits<char>::eof() || order == std::char_traits<char>::eof()) {
+      throw Bad{"the record ends early (no kind and byte order)"};
+    }
+    if (order > 1) throw Bad{"unknown byte order " + std::to_string(order)};
+    return static_cast<std::uint8_t>(kind);
+  }
+  std::istringstream stream_;
+  std::size_t size_;
+  std::uint8_t kind_;
+  cereal::PortableBinaryInputArchive ar_;
+};
+
+constexpr unsigned kMaxMode = static_cast<unsigned>(graph::Mode::kExclusive);
+constexpr unsigned kMaxStep = static_cast<unsigned>(graph::VictimStep::kLowestId);
+constexpr unsigned kMaxOrderMode = static_cast<unsigned>(graph::OrderMode::kEnforce);
+constexpr unsigned kMaxWithin = static_cast<unsigned>(graph::WithinRule::kDescending);
+
+void WriteAuth(Out& o, const graph::Auth& a) {
+  o.Str(a.session);
+  o.Str(a.secret);
+}
+graph::Auth ReadAuth(In& in) {
+  graph::Auth a;
+  a.session = in.Str();
+  a.secret = in.Str();
+  return a;
+}
+
+void WriteConfig(Out& o, const graph::Config& c) {
+  o.U32(c.max_name_bytes);
+  o.U32(c.max_leases_per_session);
+  o.U32(c.max_waits_per_owner);
+  o.I64(c.confirm_us);
+  o.I64(c.victim_grace_us);
+  o.I64(c.revoke_grace_us);
+  o.I64(c.max_ttl_ms);
+  o.U8(static_cast<std::uint8_t>(c.class_separator));
+  o.U32(static_cast<std::uint32_t>(c.classes.size()));
+  for (const auto& [name, cc] : c.classes) {
+    o.Str(name);
+    o.Opt(cc.revoke_grace_us, [&](std::int64_t v) { o.I64(v); });
+    o.Bool(cc.revoke_immediate);
+  }
+  o.U32(static_cast<std::uint32_t>(c.victim_policy.size()));
+  for (graph::VictimStep s : c.victim_policy) o.U8(static_cast<std::uint8_t>(s));
+  o.U64(c.epoch_low_water);
+  const graph::OrderRules& r = c.order;
+  o.U8(static_cast<std::uint8_t>(r.mode));
+  o.U8(static_cast<std::uint8_t>(r.separator));
+  o.U64(r.max_learned_edges);
+  o.U32(static_cast<std::uint32_t>(r.classes.size()));
+  for (const auto& [name, rule] : r.classes) {
+    o.Str(name);
+    o.Opt(rule.rank, [&](std::int64_t v) { o.I64(v); });
+    o.U8(static_cast<std::uint8_t>(rule.within));
+    o.Opt(rule.mode, [&](graph::OrderMode m) { o.U8(static_cast<std::uint8_t>(m)); });
+  }
+}
+
+graph::Config ReadConfig(In& in) {
+  graph::Config c;
+  c.max_name_bytes = in.U32();
+  c.max_leases_per_session = in.U32();
+  c.max_waits_per_owner = in.U32();
+  c.confirm_us = in.I64();
+  c.victim_grace_us = in.I64();
+  c.revoke_grace_us = in.I64();
+  c.max_ttl_ms = in.I64();
+  c.class_separator = static_cast<char>(in.U8());
+  for (std::size_t n = in.Count(8 + 2); n > 0; --n) {
+    std::string name = in.Str();
+    graph::ClassConfig cc;
+    cc.revoke_grace_us = in.Opt<std::int64_t>([&] { return in.I64(); });
+    cc.revoke_immediate = in.Bool();
+    c.classes[std::move(name)] = cc;
+  }
+  c.victim_policy.clear();
+  for (std::size_t n = in.Count(1); n > 0; --n) {
+    c.victim_policy.push_back(in.Enum<graph::VictimStep>("victim step", 0, kMaxStep));
+  }
+  c.epoch_low_water = in.U64();
+  graph::OrderRules& r = c.order;
+  r.mode = in.Enum<graph::OrderMode>("order mode", 0, kMaxOrderMode);
+  r.separator = static_cast<char>(in.U8());
+  r.max_learned_edges = in.U64();
+  for (std::size_t n = in.Count(8 + 3); n > 0; --n) {
+    std::string name = in.Str();
+    graph::ClassOrderRule rule;
+    rule.rank = in.Opt<std::int64_t>([&] { return in.I64(); });
+    rule.within = in.Enum<graph::WithinRule>("within rule", 0, kMaxWithin);
+    rule.mode = in.Opt<graph::OrderMode>([&] { return in.Enum<graph::OrderMode>("order mode", 0, kMaxOrderMode); });
+    r.classes[std::move(name)] = rule;
+  }
+  return c;
+}
+
+void WriteCommand(Out& o, const graph::Command& command) {
+  o.U8(static_cast<std::uint8_t>(command.index()));
+  std::visit(
+      [&](const auto& c) {
+        using T = std::decay_t<decltype(c)>;
+        if constexpr (std::is_same_v<T, graph::Hello>) {
+          o.Str(c.session);
+          o.Str(c.secret);
+          o.Str(c.client);
+          o.I64(c.ttl_ms);
+          o.I32(c.priority);
+        } else if constexpr (std::is_same_v<T, graph::Heartbeat> || std::is_same_v<T, graph::Bye>) {
+          WriteAuth(o, c.auth);
+        } else if constexpr (std::is_same_v<T, graph::Acquire>) {
+          WriteAuth(o, c.auth);
+          o.U64(c.request_id);
+          o.Str(c.owner);
+          o.Str(c.resource);
+          o.U8(static_cast<std::uint8_t>(c.mode));
+          o.I64(c.ttl_ms);
+          o.I64(c.wait_ms);
+          o.Str(c.site);
+          o.Opt(c.started, [&](std::int64_t v) { o.I64(v); });
+        } else if constexpr (std::is_same_v<T, graph::Renew>) {
+          WriteAuth(o, c.auth);
+          o.U64(c.lease);
+          o.Opt(c.ttl_ms, [&](std::int64_t v) { o.I64(v); });
+        } else if constexpr (std::is_same_v<T, graph::Release>) {
+          WriteAuth(o, c.auth);
+          o.Opt(c.lease, [&](std::uint64_t v) { o.U64(v); });
+          o.Str(c.owner);
+          o.Str(c.resource);
+        } else if constexpr (std::is_same_v<T, graph::Hold>) {
+          WriteAuth(o, c.auth);
+          o.Str(c.owner);
+          o.Str(c.resource);
+          o.U8(static_cast<std::uint8_t>(c.mode));
+          o.I64(c.ttl_ms);
+          o.Str(c.site);
+        } else if constexpr (std::is_same_v<T, graph::Wait>) {
+          WriteAuth(o, c.auth);
+          o.Str(c.owner);
+          o.Str(c.resource);
+          o.U8(static_cast<std::uint8_t>(c.mode));
+          o.Str(c.site);
+        } else if constexpr (std::is_same_v<T, graph::Unwait>) {
+          WriteAuth(o, c.auth);
+          o.Str(c.owner);
+          o.Str(c.resource);
+        } else if constexpr (std::is_same_v<T, graph::Revoke>) {
+          o.Opt(c.lease, [&](std::uint64_t v) { o.U64(v); });
+          o.Str(c.resource);
+        } else if constexpr (std::is_same_v<T, graph::SetEpoch>) {
+          o.U32(c.epoch);
+        } else if constexpr (std::is_same_v<T, graph::Restore>) {
+          o.U32(static_cast<std::uint32_t>(c.sessions.size()));
+          for (const graph::RestoredSession& x : c.sessions) {
+            o.Str(x.session);
+            o.Str(x.secret);
+            o.Str(x.client);
+            o.I64(x.ttl_ms);
+            o.I32(x.priority);
+          }
+          o.U32(static_cast<std::uint32_t>(c.leases.size()));
+          for (const graph::RestoredLease& x : c.leases) {
+            o.Str(x.session);
+            o.Str(x.owner);
+            o.Str(x.resource);
+            o.U8(static_cast<std::uint8_t>(x.mode));
+            o.U64(x.lease);
+            o.U64(x.token);
+            o.I64(x.ttl_ms);
+            o.Str(x.site);
+            o.I64(x.started);
+            o.Bool(x.revoked);
+          }
+          o.I64(c.grace_ms);
+          o.Bool(c.grant_unclaimed);
+        } else if constexpr (std::is_same_v<T, graph::Reclaim>) {
+          WriteAuth(o, c.auth);
+          o.U32(static_cast<std::uint32_t>(c.items.size()));
+          for (const graph::ReclaimItem& x : c.items) {
+            o.Str(x.owner);
+            o.Str(x.resource);
+            o.U8(static_cast<std::uint8_t>(x.mode));
+            o.U64(x.token);
+          }
+        } else {
+          static_assert(std::is_same_v<T, graph::Tick>);
+        }
+      },
+      command);
+}
+
+graph::Command ReadCommand(In& in) {
+  const std::uint8_t tag = in.U8();
+  switch (tag) {
+    case 0: {
+      graph::Hello c;
+      c.session = in.Str();
+      c.secret = in.Str();
+      c.client = in.Str();
+      c.ttl_ms = in.I64();
+      c.priority = in.I32();
+      return c;
+    }
+    case 1: return graph::Heartbeat{ReadAuth(in)};
+    case 2: return graph::Bye{ReadAuth(in)};
+    case 3: {
+      graph::Acquire c;
+      c.auth = ReadAuth(in);
+      c.request_id = in.U64();
+      c.owner = in.Str();
+      c.resource = in.Str();
+      c.mode = in.Enum<graph::Mode>("mode", 0, kMaxMode);
+      c.ttl_ms = in.I64();
+      c.wait_ms = in.I64();
+      c.site = in.Str();
+      c.started = in.Opt<std::int64_t>([&] { return in.I64(); });
+      return c;
+    }
+    case 4: {
+      graph::Renew c;
+      c.auth = ReadAuth(in);
+      c.lease = in.U64();
+      c.ttl_ms = in.Opt<std::int64_t>([&] { return in.I64(); });
+      return c;
+    }
+    case 5: {
+      graph::Release c;
+      c.auth = ReadAuth(in);
+      c.lease = in.Opt<std::uint64_t>([&] { return in.U64(); });
+      c.owner = in.Str();
+      c.resource = in.Str();
+      return c;
+    }
+    case 6: {
+      graph::Hold c;
+      c.auth = ReadAuth(in);
+      c.owner = in.Str();
+      c.resource = in.Str();
+      c.mode = in.Enum<graph::Mode>("mode", 0, kMaxMode);
+      c.ttl_ms = in.I64();
+      c.site = in.Str();
+      return c;
+    }
+    case 7: {
+      graph::Wait c;
+      c.auth = ReadAuth(in);
+      c.owner = in.Str();
+      c.resource = in.Str();
+      c.mode = in.Enum<graph::Mode>("mode", 0, kMaxMode);
+      c.site = in.Str();
+      return c;
+    }
+    case 8: {
+      graph::Unwait c;
+      c.auth = ReadAuth(in);
+      c.owner = in.Str();
+      c.resource = in.Str();
+      return c;
+    }
+    case 9: {
+      graph::Revoke c;
+      c.lease = in.Opt<std::uint64_t>([&] { return in.U64(); });
+      c.resource = in.Str();
+      return c;
+    }
+    case 10: return graph::Tick{};
+    case 11: return graph::SetEpoch{in.U32()};
+    case 12: {
+      graph::Restore c;
+      for (std::size_t n = in.Count(3 * 8 + 12); n > 0; --n) {
+        graph::RestoredSession x;
+        x.session = in.Str();
+        x.secret = in.Str();
+        x.client = in.Str();
+        x.ttl_ms = in.I64();
+        x.priority = in.I32();
+        c.sessions.push_back(std::move(x));
+      }
+      for (std::size_t n = in.Count(4 * 8 + 1 + 3 * 8 + 8 + 1); n > 0; --n) {
+        graph::RestoredLease x;
+        x.session = in.Str();
+        x.owner = in.Str();
+        x.resource = in.Str();
+        x.mode = in.Enum<graph::Mode>("mode", 0, kMaxMode);
+        x.lease = in.U64();
+        x.token = in.U64();
+        x.ttl_ms = in.I64();
+        x.site = in.Str();
+        x.started = in.I64();
+        x.revoked = in.Bool();
+        c.leases.push_back(std::move(x));
+      }
+      c.grace_ms = in.I64();
+      c.grant_unclaimed = in.Bool();
+      return c;
+    }
+    case 13: {
+      graph::Reclaim c;
+      c.auth = ReadAuth(in);
+      for (std::size_t n = in.Count(2 * 8 + 1 + 8); n > 0; --n) {
+        graph::ReclaimItem x;
+        x.owner = in.Str();
+        x.resource = in.Str();
+        x.mode = in.Enum<graph::Mode>("mode", 0, kMaxMode);
+        x.token = in.U64();
+        c.items.push_back(std::move(x));
+      }
+      return c;
+    }
+    default: throw Bad{"unknown command " + std::to_string(tag)};
+  }
+}
+
+}  // namespace
+
+std::string EncodePayload(const JournalRecord& r) {
+  Out o(r.kind());
+  o.U64(r.boot);
+  o.I64(r.wall_us);
+  o.I64(r.now_us);
+  if (const auto* b = std::get_if<BootInfo>(&r.body)) {
+    o.U32(b->epoch);
+    o.U64(b->first_seq);
+    o.Str(b->server);
+    o.Bool(b->fsync_always);
+    WriteConfig(o, b->config);
+  } else if (const auto* c = std::get_if<graph::Command>(&r.body)) {
+    WriteCommand(o, *c);
+  } else {
+    const auto& rep = std::get<ReportInfo>(r.body);
+    o.U8(static_cast<std::uint8_t>(rep.type));
+    o.Str(rep.json);
+  }
+  return o.Take();
+}
+
+std::variant<JournalRecord, std::string> DecodePayload(std::string_view payload) {
+  try {
+    In in(payload);
+    JournalRecord r;
+    if (in.kind() < 1 || in.kind() > 3) throw Bad{"unknown record kind " + std::to_string(in.kind())};
+    const auto kind = static_cast<RecordKind>(in.kind());
+    r.boot = in.U64();
+    r.wall_us = in.I64();
+    r.now_us = in.I64();
+    switch (kind) {
+      case RecordKind::kBoot: {
+        BootInfo b;
+        b.epoch = in.U32();
+        b.first_seq = in.U64();
+        b.server = in.Str();
+        b.fsync_always = in.Bool();
+        b.config = ReadConfig(in);
+        r.body = std::move(b);
+        break;
+      }
+      case RecordKind::kCommand: r.body = ReadCommand(in); break;
+      case RecordKind::kReport: {
+        ReportInfo rep;
+        rep.type = in.Enum<ReportInfo::Type>("report type", 1, 2);
+        rep.json = in.Str();
+        r.body = std::move(rep);
+        break;
+      }
+    }
+    in.End();
+    return r;
+  } catch (const Bad& b) {
+    return b.what;
+  } catch (const std::exception& e) {
+    return std::string("the record ends early (") + e.what() + ")";
+  }
+}
+
+std::string FrameRecord(const JournalRecord& record) {
+  const std::string payload = EncodePayload(record);
+  std::string out(kRecordHeaderBytes, '\0');
+  const auto n = static_cast<std::uint32_t>(payload.size());
+  const std::uint32_t crc = Crc32c(payload);
+  for (int i = 0; i < 4; ++i) {
+    out[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
+    out[4 + i] = static_cast<char>((crc >> (8 * i)) & 0xFF);
+  }
+  return out + payload;
+}
+
+// ---------------------------------------------------------------- reading
+
+namespace {
+
+std::uint32_t Le32(const char* p) {
+  std::uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = v << 8 | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+}  // namespace
+
+namespace {
+
+// The secret of a session is journaled once, in its hello; other commands carry
+// only the session id (JournalSecretless), and get the secret back here.
+void RestoreSecret(JournalRecord& record, std::unordered_map<std::string, std::string>& secrets) {
+  auto* command = std::get_if<graph::Command>(&record.body);
+  if (command == nullptr) return;
+  if (const auto* hello = std::get_if<graph::Hello>(command)) {
+    secrets[hello->session] = hello->secret;
+    return;
+  }
+  if (const auto* restore = std::get_if<graph::Restore>(command)) {
+    for (const graph::RestoredSession& x : restore->sessions) secrets[x.session] = x.secret;
+    return;
+  }
+  std::visit(
+      [&](auto& c) {
+        if constexpr (requires { c.auth; }) {
+          if (!c.auth.secret.empty()) return;
+          if (auto it = secrets.find(c.auth.session); it != secrets.end()) c.auth.secret = it->second;
+        }
+      },
+      *command);
+}
+
+}  // namespace
+
+graph::Command JournalSecretless(graph::Command command) {
+  std::visit(
+      [](auto& c) {
+        if constexpr (requires { c.auth; }) c.auth.secret.clear();
+      },
+      command);
+  return command;
+}
+
+std::variant<SegmentScan, std::string> ScanSegment(const std::string& path) {
+  std::vector<JournalRecord> records;
+  auto scan = ScanSegment(path, [&](JournalRecord&& r) { records.push_back(std::move(r)); });
+  if (auto* s = std::get_if<SegmentScan>(&scan)) s->records = std::move(records);
+  return scan;
+}
+
+std::variant<SegmentScan, std::string> ScanSegment(const std::string& path,
+                                                  const std::function<void(JournalRecord&&)>& each) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "cannot open " + path + ": " + std::strerror(errno);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  const std::string data = buf.str();
+  if (data.size() < kJournalMagic.size() || std::string_view(data).substr(0, kJournalMagic.size()) != kJournalMagic) {
+    return path + " is not a lockgraph journal segment (no " + std::string(kJournalMagic) + " magic)";
+  }
+  SegmentScan scan;
+  std::unordered_map<std::string, std::string> secrets;  // by session, from its hello
+  scan.file_bytes = data.size();
+  std::size_t at = kJournalMagic.size();
+  scan.good_bytes = at;
+  while (at < data.size()) {
+    const std::string where = path + " at byte " + std::to_string(at);
+    if (data.size() - at < kRecordHeaderBytes) {
+      scan.problem = where + ": torn record header (" + std::to_string(data.size() - at) + " bytes)";
+      break;
+    }
+    const std::uint32_t n = Le32(data.data() + at);
+    const std::uint32_t crc = Le32(data.data() + at + 4);
+    if (n == 0 || n > kMaxRecordBytes) {
+      scan.problem = where + ": impossible record length " + std::to_string(n);
+      break;
+    }
+    if (data.size() - at - kRecordHeaderBytes < n) {
+      scan.problem = where + ": torn record (" + std::to_string(n) + " bytes announced, " +
+                     std::to_string(data.size() - at - kRecordHeaderBytes) + " present)";
+      break;
+    }
+    const std::string_view payload(data.data() + at + kRecordHeaderBytes, n);
+    if (Crc32c(payload) != crc) {
+      scan.problem = where + ": checksum mismatch";
+      break;
+    }
+    auto decoded = DecodePayload(payload);
+    if (auto* err = std::get_if<std::string>(&decoded)) {
+      scan.problem = where + ": undecodable record: " + *err;
+      break;
+    }
+    JournalRecord& record = std::get<JournalRecord>(decoded);
+    RestoreSecret(record, secrets);
+    ++scan.count;
+    each(std::move(record));
+    at += kRecordHeaderBytes + n;
+    scan.good_bytes = at;
+  }
+  if (scan.torn()) {
+    scan.problem += "; " + std::to_string(scan.file_bytes - scan.good_bytes) + " bytes after the last good record";
+  }
+  return scan;
+}
+
+std::vector<std::string> ListSegments(const std::string& data_dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(data_dir + "/journal", ec)) {
+    if (entry.path().extension() == ".lgj") out.push_back(entry.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string TruncateSegment(const std::string& path, std::uint64_t bytes) {
+  if (::truncate(path.c_str(), static_cast<off_t>(bytes)) != 0) {
+    return "cannot truncate " + path + ": " + std::strerror(errno);
+  }
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    const std::string err = "cannot fsync " + path + ": " + std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    return err;
+  }
+  ::close(fd);
+  return "";
+}
+
+// ---------------------------------------------------------------- writing
+
+std::string_view FsyncPolicyName(FsyncPolicy p) {
+  switch (p) {
+    case FsyncPolicy::kAlways: return "always";
+    case FsyncPolicy::kInterval: return "interval";
+    case FsyncPolicy::kNever: return "never";
+  }
+  return "unknown";
+}
+
+std::optional<FsyncPolicy> ParseFsyncPolicy(std::string_view s) {
+  for (auto p : {FsyncPolicy::kAlways, FsyncPolicy::kInterval, FsyncPolicy::kNever}) {
+    if (FsyncPolicyName(p) == s) return p;
+  }
+  return std::nullopt;
+}
+
+JournalWriter::~JournalWriter() {
+  if (fd_ >= 0) {
+    Sync();
+    ::close(fd_);
+  }
+}
+
+std::string JournalWriter::Open(const std::string& data_dir, const std::string& name) {
+  const std::string dir = data_dir + "/journal";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return "cannot create " + dir + ": " + ec.message();
+  path_ = dir + "/" + name + ".lgj";
+  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+  if (fd_ < 0) return "cannot create " + path_ + ": " + std::strerror(errno);
+  buffer_.assign(kJournalMagic);
+  if (std::string err = Sync(); !err.empty()) return err;
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0 || ::fsync(dfd) != 0) {
+    if (dfd >= 0) ::close(dfd);
+    return "cannot fsync " + dir + ": " + std::strerror(errno);
+  }
+  ::close(dfd);
+  return "";
+}
+
+void JournalWriter::Append(const JournalRecord& record) {
+  if (fd_ < 0) return;
+  buffer_ += FrameRecord(record);
+}
+
+std::string JournalWriter::Write() {
+  std::size_t done = 0;
+  while (done < buffer_.size()) {
+    const ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const std::string err = "cannot write " + path_ + ": " + std::strerror(errno);
+      // What did reach the file counts, and needs an fsync like the rest.
+      bytes_ += done;
+      if (done > 0) unsynced_ = true;
+      buffer_.erase(0, done);
+      return err;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  bytes_ += done;
+  if (done > 0) unsynced_ = true;
+  buffer_.clear();
+  return "";
+}
+
+std::string JournalWriter::Sync() {
+  if (fd_ < 0) return "";
+  if (std::string err = Write(); !err.empty()) return err;
+  if (!unsynced_) return "";
+  if (::fdatasync(fd_) != 0) return "cannot fsync " + path_ + ": " + std::strerror(errno);
+  unsynced_ = false;
+  ++syncs_;
+  return "";
+}
+
+}  // namespace lockgraph::daemon

@@ -1,0 +1,158 @@
+// The journal: what lockgraphd did, append-only, one segment file per boot.
+//
+// The core is deterministic (coordinator.h), so the journal records its inputs: a
+// boot record (the core's configuration, epoch and first sequence number), then
+// every command the daemon applied, with the core's clock (`now_us`) and the wall
+// clock. Replaying a segment through a fresh Coordinator rebuilds the state at any
+// moment, with every grant, wait, revocation and deadlock on the way. Deadlock and
+// ordering reports are also written as they happened (JSON), so the history stays
+// readable by a later version whose core would decide differently.
+//
+// On disk (docs/operations.md has the grammar and a worked example):
+//
+//   segment = magic record*                  magic = "LGJRNL01"
+//   record  = length:u32le crc:u32le payload  crc = CRC-32C of payload,
+//                                             0 < length <= kMaxRecordBytes
+//   payload = kind:u8 then cereal portable binary of boot:u64 wall_us:i64
+//             now_us:i64 body
+//
+// A record is only trusted whole: a short or mismatching tail (a torn write, a bad
+// byte) ends the readable part of the segment at the last good record.
+//
+// Thread safety: none; one thread writes.
+#ifndef LOCKGRAPH_DAEMON_JOURNAL_H_
+#define LOCKGRAPH_DAEMON_JOURNAL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "lockgraph/graph/coordinator.h"
+
+namespace lockgraph::daemon {
+
+inline constexpr std::string_view kJournalMagic = "LGJRNL01";
+inline constexpr std::size_t kMaxRecordBytes = 16u << 20;
+inline constexpr std::size_t kRecordHeaderBytes = 8;
+
+// CRC-32C (Castagnoli), as iSCSI, ext4 and LevelDB use it.
+std::uint32_t Crc32c(std::string_view data);
+
+enum class RecordKind : std::uint8_t {
+  kBoot = 1,     // body: BootInfo
+  kCommand = 2,  // body: a graph::Command
+  kReport = 3,   // body: ReportInfo
+};
+
+struct BootInfo {
+  std::uint32_t epoch = 0;
+  std::uint64_t first_seq = 1;
+  std::string server;  // "lockgraphd VERSION"
+  // The boot journals under fsync `always`: a reply never got ahead of its record,
+  // so a clean tail means nothing granted is missing (grace may serve new acquires).
+  bool fsync_always = false;
+  graph::Config config;
+};
+
+struct ReportInfo {
+  enum class Type : std::uint8_t { kDeadlock = 1, kOrder = 2 };
+  Type type = Type::kDeadlock;
+  std::string json;  // graph::RenderJson or graph::RenderOrderJson
+};
+
+struct JournalRecord {
+  std::uint64_t boot = 0;    // random per boot
+  std::int64_t wall_us = 0;  // Unix time, microseconds
+  std::int64_t now_us = 0;   // the core's clock
+  std::variant<BootInfo, graph::Command, ReportInfo> body;
+  RecordKind kind() const;
+};
+
+// The payload of a record (what the CRC covers), and back. Decoding never trusts its
+// input: an error names the problem.
+std::string EncodePayload(const JournalRecord& record);
+std::variant<JournalRecord, std::string> DecodePayload(std::string_view payload);
+// length, crc, payload.
+std::string FrameRecord(const JournalRecord& record);
+
+// A session's secret is journaled once, in its hello: the command without its
+// secret, as the writer journals it. ScanSegment puts the secret back from the
+// hello earlier in the segment.
+graph::Command JournalSecretless(graph::Command command);
+
+// ---------------------------------------------------------------- reading
+
+struct SegmentScan {
+  std::vector<JournalRecord> records;
+  std::size_t count = 0;         // good records read
+  std::uint64_t good_bytes = 0;  // the magic and every good record: where a writer may resume
+  std::uint64_t file_bytes = 0;
+  std::string problem;           // empty when the segment ends cleanly; else what and where
+  bool torn() const { return !problem.empty(); }
+};
+
+// Reads a whole segment. An unreadable file or a bad magic is an error; a bad tail
+// is not (see SegmentScan::problem).
+std::variant<SegmentScan, std::string> ScanSegment(const std::string& path);
+// The same, handing each good record to `each` in order instead of keeping it
+// (SegmentScan::records stays empty): a long segment is read in constant memory.
+std::variant<SegmentScan, std::string> ScanSegment(const std::string& path,
+                                                  const std::function<void(JournalRecord&&)>& each);
+
+// Segment files of a data directory (DATA_DIR/journal/*.lgj), oldest first.
+std::vector<std::string> ListSegments(const std::string& data_dir);
+
+// Cuts `path` to `bytes` and makes that durable (a torn tail found at start).
+std::string TruncateSegment(const std::string& path, std::uint64_t bytes);
+
+// ---------------------------------------------------------------- writing
+
+enum class FsyncPolicy : std::uint8_t {
+  kAlways,    // replies wait for their records' fsync (group commit per loop turn)
+  kInterval,  // fsync every interval; replies do not wait
+  kNever,     // the kernel writes back when it will
+};
+std::string_view FsyncPolicyName(FsyncPolicy p);
+std::optional<FsyncPolicy> ParseFsyncPolicy(std::string_view s);
+
+// Appends records to a new segment. Append only buffers; Write hands the buffer to
+// the kernel (one write(2)), which survives the process being killed; Sync makes it
+// durable (fdatasync), which survives the machine losing power.
+class JournalWriter {
+ public:
+  JournalWriter() = default;
+  ~JournalWriter();
+  JournalWriter(const JournalWriter&) = delete;
+  JournalWriter& operator=(const JournalWriter&) = delete;
+
+  // Creates DATA_DIR/journal/NAME.lgj (NAME sorts by creation) with mode 0600: the
+  // records hold session secrets. The magic is written and synced with the directory.
+  std::string Open(const std::string& data_dir, const std::string& name);
+  bool is_open() const { return fd_ >= 0; }
+  const std::string& path() const { return path_; }
+
+  void Append(const JournalRecord& record);
+  bool dirty() const { return !buffer_.empty() || unsynced_; }
+  bool unsynced() const { return unsynced_ || !buffer_.empty(); }
+  std::string Write();
+  std::string Sync();  // writes first
+  std::uint64_t bytes() const { return bytes_; }
+  std::uint64_t syncs() const { return syncs_; }
+
+ private:
+  int fd_ = -1;
+  std::string path_;
+  std::string buffer_;
+  bool unsynced_ = false;
+  std::uint64_t bytes_ = 0;
+  std::uint64_t syncs_ = 0;
+};
+
+}  // namespace lockgraph::daemon
+
+#endif  // LOCKGRAPH_DAEMON_JOURNAL_H_
