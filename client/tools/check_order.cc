@@ -4,8 +4,10 @@
 #include <iostream>
 #include <sstream>
 
+#include "journal.h"
 #include "lockgraph/graph/order_rules.h"
 #include "lockgraph/trace.h"
+#include "replay.h"
 
 namespace lockgraph::tools {
 namespace {
@@ -28,14 +30,6 @@ std::string XmlEscape(std::string_view s) {
   return out;
 }
 
-struct FileResult {
-  std::string path;
-  std::size_t lines = 0;
-  std::string error;  // unreadable input
-  std::vector<std::shared_ptr<const graph::OrderReport>> reports;
-  std::vector<std::size_t> report_lines;
-};
-
 std::string Headline(const graph::OrderReport& r) {
   switch (r.kind) {
     case graph::OrderKind::kInversion:
@@ -45,6 +39,49 @@ std::string Headline(const graph::OrderReport& r) {
     case graph::OrderKind::kWithin: return "within-class rule broken: " + r.from;
   }
   return "lock order problem";
+}
+
+struct FileResult {
+  std::string path;
+  bool journal = false;  // a journal segment: `lines` counts records
+  std::size_t lines = 0;
+  std::string error;  // unreadable input
+  std::vector<std::shared_ptr<const graph::OrderReport>> reports;
+  std::vector<std::string> report_where;  // "PATH:LINE" or "PATH: record N"
+};
+
+// A journal segment starts with the journal's magic; anything else is read as a trace.
+bool IsJournal(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string head(daemon::kJournalMagic.size(), '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  return in.gcount() == static_cast<std::streamsize>(head.size()) && head == daemon::kJournalMagic;
+}
+
+// Checks the holds, waits and acquires a journal segment shows (daemon/replay.h's
+// TraceOpsOf). A damaged tail is a warning: the good records are checked.
+void CheckJournal(FileResult& f, graph::TraceChecker& checker, bool quiet) {
+  auto scanned = daemon::ScanSegment(f.path);
+  if (auto* err = std::get_if<std::string>(&scanned)) {
+    f.error = *err;
+    return;
+  }
+  const daemon::SegmentScan& scan = std::get<daemon::SegmentScan>(scanned);
+  if (scan.torn()) {
+    std::cerr << "lockgraphctl: warning: " << scan.problem << "; checked up to the last good record\n";
+  }
+  auto replayed = daemon::ReplaySegment(scan, std::nullopt, [&](const daemon::ReplayStep& step) {
+    f.lines = step.number;
+    for (const graph::TraceOp& op : daemon::TraceOpsOf(step)) {
+      for (auto& report : checker.Apply(op, step.record->now_us)) {
+        const std::string where = f.path + ": record " + std::to_string(step.number);
+        if (!quiet) std::cout << where << ": " << Headline(*report) << "\n" << graph::RenderOrderText(*report) << "\n";
+        f.reports.push_back(std::move(report));
+        f.report_where.push_back(where);
+      }
+    }
+  });
+  if (auto* err = std::get_if<std::string>(&replayed)) f.error = f.path + ": " + *err;
 }
 
 std::string JUnit(const std::vector<FileResult>& files) {
@@ -62,7 +99,7 @@ std::string JUnit(const std::vector<FileResult>& files) {
     for (std::size_t i = 0; i < f.reports.size(); ++i) {
       const auto& r = *f.reports[i];
       out += "    <failure type=\"" + std::string(graph::OrderKindName(r.kind)) + "\" message=\"" +
-             XmlEscape(f.path + ":" + std::to_string(f.report_lines[i]) + ": " + Headline(r)) + "\">" +
+             XmlEscape(f.report_where[i] + ": " + Headline(r)) + "\">" +
              XmlEscape(graph::RenderOrderText(r)) + "</failure>\n";
     }
     out += "  </testcase>\n";
@@ -97,6 +134,15 @@ int CheckOrder(const CheckOrderOptions& o) {
   for (const std::string& path : o.traces) {
     FileResult& f = files.emplace_back();
     f.path = path;
+    if (IsJournal(path)) {
+      f.journal = true;
+      CheckJournal(f, checker, o.quiet);
+      if (!f.error.empty()) {
+        std::cerr << "lockgraphctl: " << f.error << "\n";
+        unreadable = true;
+      }
+      continue;
+    }
     std::ifstream in(path, std::ios::binary);
     if (!in) {
       f.error = path + ": cannot open";
@@ -122,7 +168,7 @@ int CheckOrder(const CheckOrderOptions& o) {
                     << graph::RenderOrderText(*report) << "\n";
         }
         f.reports.push_back(std::move(report));
-        f.report_lines.push_back(f.lines);
+        f.report_where.push_back(path + ":" + std::to_string(f.lines));
       }
     }
     if (f.error.empty() && in.bad()) {
@@ -131,15 +177,18 @@ int CheckOrder(const CheckOrderOptions& o) {
       unreadable = true;
     }
   }
-  std::size_t reports = 0, lines = 0;
+  std::size_t reports = 0, lines = 0, records = 0;
   for (const FileResult& f : files) {
     reports += f.reports.size();
-    lines += f.lines;
+    (f.journal ? records : lines) += f.lines;
   }
   const graph::OrderStats& s = checker.checker().stats();
   std::cout << "check-order: " << reports << " report(s) (" << s.repeats << " repeat(s) counted), "
-            << s.learned_edges << " class edge(s) learned, " << lines << " line(s) in " << files.size()
-            << " file(s)\n";
+            << s.learned_edges << " class edge(s) learned, "
+            << (records == 0 || lines > 0 ? std::to_string(lines) + " line(s)" : std::string())
+            << (records > 0 && lines > 0 ? " and " : "")
+            << (records > 0 ? std::to_string(records) + " journal record(s)" : std::string()) << " in "
+            << files.size() << " file(s)\n";
   if (!o.junit.empty()) {
     std::ofstream out(o.junit, std::ios::trunc);
     out << JUnit(files);

@@ -1,5 +1,17 @@
-// lockgraphctl: the operator's view of a running lockgraphd, and the offline
-// lock-order checker (check-order) for CI.
+// lockgraphctl: the operator's view of a running lockgraphd, the post-mortem tools
+// over its journal (replay, history), and the offline lock-order checker
+// (check-order) for CI.
+//
+//   status, graph, leases, deadlocks, revoke, order   ask a running daemon
+//   replay DATA-DIR|SEGMENT [--at TIME]               the wait graph as it was at TIME,
+//                                                     with every deadlock up to then
+//   history RESOURCE|OWNER [--since TIME]             grants, waits, revocations,
+//                                                     deadlocks of one resource or owner
+//   check-order TRACE|SEGMENT...                      lock order over recorded traces
+//                                                     or journal segments
+// The post-mortem tools replay the journal (daemon/replay.h) through the same core
+// the daemon runs, so what they show is what the daemon did, not a reconstruction.
+// TIME is Unix microseconds or UTC ISO 8601 (2024-05-01T12:00:00[.123456][Z]).
 //
 // Exit codes: 0 success; 1 the daemon answered with an error (check-order: a
 // violation or inversion was found); 2 bad usage or unreadable input; 3 the daemon
@@ -8,16 +20,20 @@
 #include <rapidjson/prettywriter.h>
 #include <rapidjson/stringbuffer.h>
 
+#include <sys/stat.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <zmq.hpp>
 
-#include <fstream>
-
 #include "check_order.h"
+#include "journal.h"
+#include "lockgraph/graph/coordinator.h"
 #include "lockgraph/graph/report.h"
 #include "lockgraph/protocol.h"
+#include "replay.h"
 
 namespace {
 
@@ -27,6 +43,7 @@ using lockgraph::protocol::Request;
 
 constexpr int kExitOk = 0;
 constexpr int kExitError = 1;
+constexpr int kExitUsage = 2;  // bad usage or unreadable input
 constexpr int kExitUnreachable = 3;
 
 struct Target {
@@ -124,23 +141,14 @@ int Status(const Target& t, bool json) {
   return kExitOk;
 }
 
-int Graph(const Target& t, const std::string& format) {
-  Request req;
-  req.op = Op::kGraph;
-  req.format = format == "dot" ? "dot" : "json";
-  Reply reply;
-  if (int rc = Call(t, req, reply)) return rc;
-  if (format == "dot") {
-    std::cout << reply.graph_dot.value_or("");
-    return kExitOk;
-  }
-  if (format == "json") {
-    PrintPretty(reply.listing_json);
-    return kExitOk;
-  }
+// The text rendering of the graph JSON (graph::GraphJson): holds, waits, edges.
+bool PrintGraphText(const std::string& json) {
   rapidjson::Document d;
-  d.Parse(reply.listing_json.c_str());
-  if (d.HasParseError() || !d.IsObject()) return kExitError;
+  d.Parse(json.c_str());
+  if (d.HasParseError() || !d.IsObject()) return false;
+  for (const char* key : {"holds", "waits", "edges"}) {
+    if (!d.HasMember(key) || !d[key].IsArray()) return false;
+  }
   std::printf("holds:\n");
   for (const auto& h : d["holds"].GetArray()) {
     std::printf("  %-24s holds %-24s %s%s\n", S(h, "owner").c_str(), S(h, "resource").c_str(), S(h, "mode").c_str(),
@@ -156,7 +164,24 @@ int Graph(const Target& t, const std::string& format) {
   for (const auto& e : d["edges"].GetArray()) {
     std::printf("  %s -> %s (%s)\n", S(e, "from").c_str(), S(e, "to").c_str(), S(e, "kind").c_str());
   }
-  return kExitOk;
+  return true;
+}
+
+int Graph(const Target& t, const std::string& format) {
+  Request req;
+  req.op = Op::kGraph;
+  req.format = format == "dot" ? "dot" : "json";
+  Reply reply;
+  if (int rc = Call(t, req, reply)) return rc;
+  if (format == "dot") {
+    std::cout << reply.graph_dot.value_or("");
+    return kExitOk;
+  }
+  if (format == "json") {
+    PrintPretty(reply.listing_json);
+    return kExitOk;
+  }
+  return PrintGraphText(reply.listing_json) ? kExitOk : kExitError;
 }
 
 // Runs a listing query; prints it raw with --json, else parses it into `d` (an array)
@@ -252,7 +277,7 @@ int Order(const Target& t, bool json, bool export_rules, const std::string& out_
     }
     return kExitOk;
   }
-  std::printf("ordering mode %s; %zu learned class edge(s):\n", S(d, "mode").c_str(), d["edges"].Size());
+  std::printf("ordering mode %s; %zu learned class edge(s):\n", S(d, "mode").c_str(), static_cast<std::size_t>(d["edges"].Size()));
   for (const auto& e : d["edges"].GetArray()) {
     const std::string site = S(e, "site");
     std::printf("  %-16s -> %-16s seen %6s time(s)%s, first by %s/%s%s\n", S(e, "from").c_str(), S(e, "to").c_str(),
@@ -266,13 +291,410 @@ int Order(const Target& t, bool json, bool export_rules, const std::string& out_
   return kExitOk;
 }
 
+// ---------------------------------------------------------------- post-mortem
+
+namespace journal = lockgraph::daemon;
+
+void Warn(const std::string& what) { std::cerr << "lockgraphctl: warning: " << what << "\n"; }
+int Unreadable(const std::string& what) {
+  std::cerr << "lockgraphctl: " << what << "\n";
+  return kExitUsage;
+}
+
+bool IsDirectory(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// The segment of `path` (a data directory or a segment file) that covers `at`: the
+// last one that started at or before it (the last one without `at`). Sets `error`
+// and returns "" when there is none.
+std::string ChooseSegment(const std::string& path, std::optional<std::int64_t> at, std::string& error) {
+  if (!IsDirectory(path)) {
+    if (at) {
+      auto boot = journal::ReadBootRecord(path);
+      if (auto* err = std::get_if<std::string>(&boot)) {
+        error = *err;
+        return "";
+      }
+      const auto& rec = std::get<journal::JournalRecord>(boot);
+      if (rec.wall_us > *at) {
+        error = path + " starts at " + journal::FormatTime(rec.wall_us) + ", after " + journal::FormatTime(*at) +
+                "; nothing of it had happened yet";
+        return "";
+      }
+    }
+    return path;
+  }
+  const std::vector<std::string> segments = journal::ListSegments(path);
+  if (segments.empty()) {
+    error = "no journal segments in " + path + "/journal (is it a lockgraphd data directory with its journal on?)";
+    return "";
+  }
+  if (!at) {
+    // The last segment that has a boot record (a daemon that died while creating one
+    // leaves an empty segment behind).
+    for (auto it = segments.rbegin(); it != segments.rend(); ++it) {
+      auto boot = journal::ReadBootRecord(*it);
+      if (std::holds_alternative<journal::JournalRecord>(boot)) return *it;
+      Warn(std::get<std::string>(boot) + "; skipped");
+    }
+    error = "no journal segment of " + path + " has a readable boot record";
+    return "";
+  }
+  std::string chosen;
+  std::optional<std::int64_t> first_start;
+  for (const std::string& segment : segments) {
+    auto boot = journal::ReadBootRecord(segment);
+    if (auto* err = std::get_if<std::string>(&boot)) {
+      Warn(*err + "; skipped");
+      continue;
+    }
+    const std::int64_t start = std::get<journal::JournalRecord>(boot).wall_us;
+    if (!first_start) first_start = start;
+    if (start <= *at) chosen = segment;
+  }
+  if (chosen.empty()) {
+    error = "no journal segment of " + path + " starts at or before " + journal::FormatTime(*at) +
+            (first_start ? " (the first starts at " + journal::FormatTime(*first_start) + ")" : "");
+  }
+  return chosen;
+}
+
+std::variant<journal::SegmentScan, std::string> ScanWithWarning(const std::string& path) {
+  auto scan = journal::ScanSegment(path);
+  if (auto* s = std::get_if<journal::SegmentScan>(&scan); s != nullptr && s->torn()) {
+    Warn(s->problem + "; read up to the last good record (" + std::to_string(s->records.size()) + " records)");
+  }
+  return scan;
+}
+
+int Replay(const std::string& path, const std::string& at_text, const std::string& format) {
+  std::optional<std::int64_t> at;
+  if (!at_text.empty()) {
+    auto parsed = journal::ParseTime(at_text);
+    if (auto* err = std::get_if<std::string>(&parsed)) return Unreadable("--at: " + *err);
+    at = std::get<std::int64_t>(parsed);
+  }
+  std::string error;
+  const std::string segment = ChooseSegment(path, at, error);
+  if (segment.empty()) return Unreadable(error);
+  auto scanned = ScanWithWarning(segment);
+  if (auto* err = std::get_if<std::string>(&scanned)) return Unreadable(*err);
+  auto replayed = journal::ReplaySegment(std::get<journal::SegmentScan>(scanned), at);
+  if (auto* err = std::get_if<std::string>(&replayed)) return Unreadable(segment + ": " + *err);
+  const journal::ReplayResult& r = std::get<journal::ReplayResult>(replayed);
+  for (const std::string& w : r.warnings) Warn(segment + ": " + w);
+  // Waits are measured at the moment asked for while the daemon was still running
+  // then (later records exist), else at the last record.
+  std::int64_t now = r.last_now_us;
+  if (at && r.stopped_early()) now += std::max<std::int64_t>(0, *at - r.last_wall_us);
+  const std::string graph_json = lockgraph::graph::GraphJson(*r.coordinator, now);
+  if (format == "json") {
+    std::cout << graph_json << "\n";
+    return kExitOk;
+  }
+  if (format == "dot") {
+    std::cout << r.coordinator->ToDot();
+    return kExitOk;
+  }
+  std::printf("journal %s: boot %s (epoch %u, %s)\n", segment.c_str(), journal::FormatTime(r.boot_wall_us).c_str(),
+              r.boot.epoch, r.boot.server.c_str());
+  std::printf("replayed %zu of %zu records, up to %s%s\n", r.records_applied, r.records_total,
+              journal::FormatTime(r.last_wall_us).c_str(),
+              at ? (" (as of " + journal::FormatTime(*at) + ")").c_str() : "");
+  PrintGraphText(graph_json);
+  if (r.deadlocks.empty()) {
+    std::printf("deadlocks up to then: none\n");
+  } else {
+    std::printf("deadlocks up to then: %zu\n", r.deadlocks.size());
+    for (const auto& report : r.deadlocks) {
+      std::string text = lockgraph::graph::RenderText(*report);
+      if (text.empty() || text.back() != '\n') text += '\n';
+      std::printf("\ndeadlock #%llu at %s:\n%s", static_cast<unsigned long long>(report->id),
+                  journal::FormatTime(report->detected_at_us).c_str(), text.c_str());
+    }
+  }
+  return kExitOk;
+}
+
+// ---- history
+
+class History {
+ public:
+  History(std::string what, std::optional<std::int64_t> since) : what_(std::move(what)), since_(since) {}
+
+  void Step(const journal::ReplayStep& step) {
+    wall_us_ = step.record->wall_us;
+    if (const auto* report = std::get_if<journal::ReportInfo>(&step.record->body)) {
+      if (report->type == journal::ReportInfo::Type::kOrder) OrderReport(report->json);
+      return;
+    }
+    const auto* command = std::get_if<lockgraph::graph::Command>(&step.record->body);
+    if (command == nullptr || step.effects == nullptr) return;
+    for (const auto& e : step.ended_leases) {
+      if (journal::EndsWithTime(e)) Ended(e);
+    }
+    for (const auto& e : step.ended_waits) {
+      if (journal::EndsWithTime(e)) Ended(e);
+    }
+    // The command, what it ended itself (a release, a closing session), then what
+    // followed from it (grants to waiters, revocations, deadlocks).
+    Command(*command, step);
+    for (const auto& e : step.ended_leases) {
+      if (!journal::EndsWithTime(e)) Ended(e);
+    }
+    for (const auto& e : step.ended_waits) {
+      if (!journal::EndsWithTime(e)) Ended(e);
+    }
+    for (const auto& ev : step.effects->events) Event(ev);
+    for (const auto& l : step.appeared_leases) {
+      if (Concerns(l.full_owner(), l.resource)) {
+        Line(l.full_owner() + " holds " + Mode(l.mode) + " " + l.resource + ": lease " + std::to_string(l.lease) +
+             " restored at a restart");
+      }
+    }
+  }
+
+  // What was still live when the segment ended: the daemon stopped there (a next
+  // boot's restored leases show up as such in its own segment).
+  void SegmentEnd(const journal::ReplayResult& r, const std::string& segment) {
+    wall_us_ = r.last_wall_us;
+    for (const auto& [id, l] : r.leases) {
+      if (Concerns(l.full_owner(), l.resource)) {
+        Line(l.full_owner() + " still held " + l.resource + " (lease " + std::to_string(id) +
+             (l.revoked ? ", revoked" : "") + ") at the end of " + segment);
+      }
+    }
+    for (const auto& w : r.waits) {
+      if (Concerns(w.full_owner(), w.resource)) {
+        Line(w.full_owner() + " still waited for " + w.resource + " at the end of " + segment);
+      }
+    }
+  }
+
+  std::size_t lines() const { return lines_; }
+
+ private:
+  static std::string Mode(lockgraph::graph::Mode m) { return std::string(lockgraph::graph::ModeName(m)); }
+  static std::string Code(lockgraph::graph::Code c) { return std::string(lockgraph::graph::CodeName(c)); }
+
+  bool OwnerIs(const std::string& full) const {
+    if (full == what_) return true;
+    const auto slash = full.find('/');
+    return slash != std::string::npos && full.compare(slash + 1, std::string::npos, what_) == 0;
+  }
+  bool Concerns(const std::string& full_owner, const std::string& resource) const {
+    return resource == what_ || OwnerIs(full_owner);
+  }
+  void Line(const std::string& text) {
+    if (since_ && wall_us_ < *since_) return;
+    std::printf("%s  %s\n", journal::FormatTime(wall_us_).c_str(), text.c_str());
+    ++lines_;
+  }
+
+  void Ended(const journal::EndedLease& e) {
+    const journal::LeaseRef& l = e.lease;
+    if (!Concerns(l.full_owner(), l.resource)) return;
+    const std::string lease = "lease " + std::to_string(l.lease) + " on " + l.resource;
+    switch (e.how) {
+      case journal::EndHow::kReleased: Line(l.full_owner() + " released " + l.resource + " (lease " + std::to_string(l.lease) + ")"); break;
+      case journal::EndHow::kExpired: Line(l.full_owner() + " " + lease + " expired (its TTL ran out)"); break;
+      case journal::EndHow::kHandedOver: break;  // the revocation said so
+      case journal::EndHow::kRevokedGone: Line(l.full_owner() + " revoked " + lease + " is gone (handed over or expired)"); break;
+      case journal::EndHow::kSessionClosed: Line(l.full_owner() + " " + lease + " ended: its session closed"); break;
+      case journal::EndHow::kSessionExpired: Line(l.full_owner() + " " + lease + " ended: its session expired"); break;
+      default: Line(l.full_owner() + " " + lease + " ended"); break;
+    }
+  }
+  void Ended(const journal::EndedWait& e) {
+    const journal::WaitRef& w = e.wait;
+    if (!Concerns(w.full_owner(), w.resource)) return;
+    const std::string what = w.full_owner() + (w.reported ? " reported wait for " : " queued acquire of ") + w.resource;
+    switch (e.how) {
+      case journal::EndHow::kDenied:
+        if (e.code == lockgraph::graph::Code::kTimeout) Line(what + " timed out (TIMEOUT)");
+        break;  // other denials: the event's line
+      case journal::EndHow::kSessionClosed: Line(what + " ended: its session closed"); break;
+      case journal::EndHow::kSessionExpired: Line(what + " ended: its session expired"); break;
+      case journal::EndHow::kGone: Line(what + " ended"); break;
+      default: break;  // granted, cancelled, held: said by their own lines
+    }
+  }
+
+  void Command(const lockgraph::graph::Command& command, const journal::ReplayStep& step) {
+    namespace g = lockgraph::graph;
+    const g::Reply& reply = step.effects->reply;
+    auto deadlock_note = [&] {
+      return reply.deadlock ? " (deadlock #" + std::to_string(reply.deadlock->id) + ")" : std::string();
+    };
+    if (const auto* a = std::get_if<g::Acquire>(&command)) {
+      const std::string who = a->auth.session + "/" + a->owner;
+      if (!Concerns(who, a->resource)) return;
+      const std::string head = who + " acquire " + Mode(a->mode) + " " + a->resource + ": ";
+      if (reply.ok() && reply.granted) {
+        Line(head + "granted, lease " + std::to_string(reply.lease) + ", token " + std::to_string(reply.token));
+      } else if (reply.ok() && reply.queued) {
+        Line(head + "queued" + (a->wait_ms < 0 ? " (waits forever)" : " (waits up to " + std::to_string(a->wait_ms) + " ms)"));
+      } else if (!reply.ok()) {
+        Line(head + "refused, " + Code(reply.code) +
+             (reply.code == g::Code::kDeadlock ? ": this owner is the victim" + deadlock_note() : ": " + reply.message));
+      }
+    } else if (const auto* h = std::get_if<g::Hold>(&command)) {
+      const std::string who = h->auth.session + "/" + h->owner;
+      if (!Concerns(who, h->resource) || !reply.ok()) return;
+      Line(who + " hold " + Mode(h->mode) + " " + h->resource + " reported: lease " + std::to_string(reply.lease));
+    } else if (const auto* w = std::get_if<g::Wait>(&command)) {
+      const std::string who = w->auth.session + "/" + w->owner;
+      if (!Concerns(who, w->resource)) return;
+      const std::string head = who + " wait " + Mode(w->mode) + " " + w->resource + " reported";
+      if (reply.ok()) Line(head);
+      else Line(head + ": refused, " + Code(reply.code) + (reply.code == g::Code::kDeadlock ? ": this owner is the victim" + deadlock_note() : ""));
+    } else if (const auto* u = std::get_if<g::Unwait>(&command)) {
+      const std::string who = u->auth.session + "/" + u->owner;
+      if (!Concerns(who, u->resource) || !reply.ok()) return;
+      if (reply.cancelled) Line(who + " unwait " + u->resource + ": the wait ended");
+      else if (reply.granted) Line(who + " unwait " + u->resource + ": already granted (lease " + std::to_string(reply.lease) + ")");
+      else Line(who + " unwait " + u->resource + ": nothing to end");
+    } else if (const auto* rc = std::get_if<g::Reclaim>(&command)) {
+      for (std::size_t i = 0; i < rc->items.size(); ++i) {
+        const g::ReclaimItem& item = rc->items[i];
+        const std::string who = rc->auth.session + "/" + item.owner;
+        if (!Concerns(who, item.resource)) continue;
+        std::string outcome = Code(reply.code);
+        if (i < reply.items.size()) {
+          outcome = Code(reply.items[i].first) + (reply.items[i].second.empty() ? "" : ": " + reply.items[i].second);
+        }
+        Line(who + " reclaim " + Mode(item.mode) + " " + item.resource + " (token " + std::to_string(item.token) +
+             "): " + outcome);
+      }
+    } else if (const auto* r = std::get_if<g::Revoke>(&command)) {
+      const bool concerns = (!r->resource.empty() && r->resource == what_) ||
+                            (step.named_lease && Concerns(step.named_lease->full_owner(), step.named_lease->resource));
+      if (!concerns || !reply.ok()) return;
+      Line("operator revoke of " + (r->lease ? "lease " + std::to_string(*r->lease) : "every lease on " + r->resource) +
+           ": " + std::to_string(reply.revoked.size()) + " lease(s) revoked");
+    }
+  }
+
+  void Event(const lockgraph::graph::Event& ev) {
+    namespace g = lockgraph::graph;
+    if (const auto* e = std::get_if<g::GrantedEvent>(&ev)) {
+      const std::string who = e->session + "/" + e->owner;
+      if (Concerns(who, e->resource)) {
+        Line(who + " granted " + Mode(e->mode) + " " + e->resource + " after waiting: lease " + std::to_string(e->lease) +
+             ", token " + std::to_string(e->token));
+      }
+    } else if (const auto* e = std::get_if<g::DeniedEvent>(&ev)) {
+      const std::string who = e->session + "/" + e->owner;
+      if (!Concerns(who, e->resource) || e->code == g::Code::kTimeout) return;
+      Line(who + (e->request_id != 0 ? " queued acquire of " : " reported wait for ") + e->resource + " denied: " +
+           Code(e->code) +
+           (e->deadlock ? " (victim of deadlock #" + std::to_string(e->deadlock->id) + ")" : std::string()));
+    } else if (const auto* e = std::get_if<g::RevokedEvent>(&ev)) {
+      const std::string who = e->session + "/" + e->owner;
+      if (!Concerns(who, e->resource) || e->reason == g::RevokeReason::kExpired) return;
+      std::string text = who + " lease " + std::to_string(e->lease) + " on " + e->resource + " revoked (" +
+                         std::string(g::RevokeReasonName(e->reason));
+      if (e->deadlock) text += ", deadlock #" + std::to_string(e->deadlock->id);
+      text += "), token " + std::to_string(e->token) + " is stale; ";
+      text += e->handover_in_ms > 0 ? "hand-over in " + std::to_string(e->handover_in_ms) + " ms" : "hand-over at once (or when a reported hold is released)";
+      Line(text);
+    } else if (const auto* e = std::get_if<g::DeadlockEvent>(&ev)) {
+      Deadlock(*e->report, "");
+    } else if (const auto* e = std::get_if<g::VictimUnresponsiveEvent>(&ev)) {
+      Deadlock(*e->report, "unresponsive");
+    } else if (const auto* e = std::get_if<g::ConflictingHoldEvent>(&ev)) {
+      const std::string who = e->session + "/" + e->owner;
+      if (Concerns(who, e->resource) || OwnerIs(e->held_by)) {
+        Line(who + " hold of " + e->resource + " conflicts with " + e->held_by + "'s (both recorded)");
+      }
+    }
+  }
+
+  void Deadlock(const lockgraph::graph::DeadlockReport& r, const std::string& kind) {
+    bool concerns = OwnerIs(r.victim);
+    std::string cycle;
+    for (const auto& e : r.cycle) {
+      concerns = concerns || OwnerIs(e.owner) || OwnerIs(e.held_by) || e.waits_for == what_;
+      cycle += e.owner + " waits for " + e.waits_for + (e.soft ? " queued behind " : " held by ") + e.held_by + "; ";
+    }
+    if (!concerns) return;
+    if (!cycle.empty()) cycle.resize(cycle.size() - 2);
+    if (kind == "unresponsive") {
+      Line("deadlock #" + std::to_string(r.id) + ": victim " + r.victim +
+           " did not release within the grace; another victim follows");
+      return;
+    }
+    Line("deadlock #" + std::to_string(r.id) + ": victim " + r.victim + " (" + r.why + "); cycle: " + cycle);
+  }
+
+  void OrderReport(const std::string& json) {
+    rapidjson::Document d;
+    d.Parse(json.c_str());
+    if (d.HasParseError() || !d.IsObject()) return;
+    const std::string who = S(d, "session") + "/" + S(d, "owner");
+    bool concerns = Concerns(who, S(d, "resource")) || S(d, "held_resource") == what_;
+    if (!concerns) return;
+    Line("lock order report #" + S(d, "id") + " (" + S(d, "kind") + (S(d, "denied") == "true" ? ", denied" : "") +
+         "): " + who + " asked for " + S(d, "resource") + " while holding " + S(d, "held_resource") + " (" +
+         S(d, "from") + " -> " + S(d, "to") + ")");
+  }
+
+  std::string what_;
+  std::optional<std::int64_t> since_;
+  std::int64_t wall_us_ = 0;
+  std::size_t lines_ = 0;
+};
+
+int HistoryOf(const std::string& what, const std::string& since_text, const std::string& data_dir) {
+  std::optional<std::int64_t> since;
+  if (!since_text.empty()) {
+    auto parsed = journal::ParseTime(since_text);
+    if (auto* err = std::get_if<std::string>(&parsed)) return Unreadable("--since: " + *err);
+    since = std::get<std::int64_t>(parsed);
+  }
+  if (what.empty()) return Unreadable("history needs a resource or an owner");
+  if (!IsDirectory(data_dir)) return Unreadable("cannot read data directory " + data_dir);
+  const std::vector<std::string> segments = journal::ListSegments(data_dir);
+  if (segments.empty()) {
+    return Unreadable("no journal segments in " + data_dir + "/journal (is --data-dir right, and was the journal on?)");
+  }
+  History history(what, since);
+  bool unreadable = false;
+  for (const std::string& segment : segments) {
+    auto scanned = ScanWithWarning(segment);
+    if (auto* err = std::get_if<std::string>(&scanned)) {
+      std::cerr << "lockgraphctl: " << *err << "\n";
+      unreadable = true;
+      continue;
+    }
+    auto replayed = journal::ReplaySegment(std::get<journal::SegmentScan>(scanned), std::nullopt,
+                                           [&](const journal::ReplayStep& step) { history.Step(step); });
+    if (auto* err = std::get_if<std::string>(&replayed)) {
+      std::cerr << "lockgraphctl: " << segment << ": " << *err << "\n";
+      unreadable = true;
+      continue;
+    }
+    const auto& r = std::get<journal::ReplayResult>(replayed);
+    for (const std::string& w : r.warnings) Warn(segment + ": " + w);
+    history.SegmentEnd(r, segment);
+  }
+  if (history.lines() == 0) {
+    std::printf("no events for %s%s\n", what.c_str(), since ? (" since " + journal::FormatTime(*since)).c_str() : "");
+  }
+  return unreadable ? kExitUsage : kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "lockgraphctl: inspect and operate a running lockgraphd.\n\n"
-      "Exit codes: 0 success, 1 the daemon answered with an error, 2 bad usage,\n"
-      "3 the daemon did not answer in time.",
+      "lockgraphctl: inspect and operate a running lockgraphd; replay its journal after the\n"
+      "fact (replay, history); check lock order offline (check-order).\n\n"
+      "TIME is Unix microseconds or UTC ISO 8601: 2024-05-01T12:00:00[.123456][Z].\n"
+      "Exit codes: 0 success, 1 the daemon answered with an error (check-order: a report),\n"
+      "2 bad usage or unreadable input, 3 the daemon did not answer in time.",
       "lockgraphctl"};
   app.require_subcommand(1);
   Target target;
@@ -313,13 +735,40 @@ int main(int argc, char** argv) {
   auto* order_export = order->add_subcommand("export", "write the learned order as a rules file (TOML)");
   order_export->add_option("--output,-o", export_out, "file to write (default: standard output)");
 
+  std::string replay_path, replay_at;
+  auto* replay = app.add_subcommand(
+      "replay",
+      "the wait graph as it was at a moment, rebuilt from lockgraphd's journal with no daemon running, "
+      "and every deadlock up to then (text; dot and json print the graph only, json as the daemon's "
+      "`graph` query answers it). Exit 0; 2: unreadable input. A damaged journal tail is reported "
+      "on stderr and replayed up to its last good record");
+  replay->add_option("path", replay_path, "a data directory (its journal/*.lgj) or one journal segment (.lgj)")
+      ->required();
+  replay->add_option("--at", replay_at,
+                     "TIME: the moment to show (default: the end of the last segment); in a data "
+                     "directory, the segment of the daemon run that was live then");
+  replay->add_option("--format,-f", format, "text, dot or json (default text)")
+      ->check(CLI::IsMember({"text", "dot", "json"}));
+
+  std::string history_what, history_since, data_dir = "./var/lockgraph";
+  auto* history = app.add_subcommand(
+      "history",
+      "the audit trail of one resource or owner from lockgraphd's journal, one line per event: "
+      "grants, queued and refused acquires, reported holds and waits, releases, expiries, "
+      "revocations, deadlocks, ordering reports. Exit 0 (also when nothing matched); 2: unreadable input");
+  history->add_option("what", history_what, "a resource name, or an owner as session/owner or owner")->required();
+  history->add_option("--since", history_since, "TIME: only events at or after it");
+  history->add_option("--data-dir", data_dir, "lockgraphd's data directory (default ./var/lockgraph)");
+
   lockgraph::tools::CheckOrderOptions check;
   std::string check_mode;
   auto* check_order = app.add_subcommand(
       "check-order",
-      "check recorded lock traces (JSON lines, e.g. from LOCKGRAPH_RECORD) for lock-order violations and "
-      "inversions, with no daemon. Exit 0: none; 1: some were found; 2: unreadable input");
-  check_order->add_option("traces", check.traces, "trace files")->required();
+      "check recorded lock traces (JSON lines, e.g. from LOCKGRAPH_RECORD) or lockgraphd journal "
+      "segments (.lgj, recognised by their magic: the holds, waits and acquires the daemon applied) "
+      "for lock-order violations and inversions, with no daemon. Exit 0: none; 1: some were found; "
+      "2: unreadable input");
+  check_order->add_option("traces", check.traces, "trace files or journal segments")->required();
   check_order->add_option("--rules", check.rules_file, "rules file with an [ordering] table (see docs/ordering.md)");
   check_order->add_option("--mode", check_mode, "override the rules' global mode: off, warn or enforce")
       ->check(CLI::IsMember({"off", "warn", "enforce"}));
@@ -336,6 +785,8 @@ int main(int argc, char** argv) {
     if (!check_mode.empty()) check.mode = lockgraph::graph::ParseOrderMode(check_mode);
     return lockgraph::tools::CheckOrder(check);
   }
+  if (replay->parsed()) return Replay(replay_path, replay_at, format);
+  if (history->parsed()) return HistoryOf(history_what, history_since, data_dir);
   if (order->parsed()) return Order(target, json, order_export->parsed(), export_out);
   if (status->parsed()) return Status(target, json);
   if (graph->parsed()) return Graph(target, format);
