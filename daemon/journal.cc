@@ -101,7 +101,7 @@ class Out {
 class In {
  public:
   explicit In(std::string_view data)
-      : stream_(std::string(data)), size_(data.size()), kind_(Lead(stream_)), ar_(stream_) {}
+      : buf_(data), stream_(&buf_), size_(data.size()), kind_(Lead(stream_)), ar_(stream_) {}
   std::uint8_t kind() const { return kind_; }
   std::uint8_t U8() { return Get<std::uint8_t>(); }
   std::uint32_t U32() { return Get<std::uint32_t>(); }
@@ -154,7 +154,7 @@ class In {
   }
   // The kind byte; checks that cereal's byte-order byte after it is one cereal writes
   // (1 little-endian, 0 big) rather than reading a damaged record byte-swapped.
-  static std::uint8_t Lead(std::istringstream& s) {
+  static std::uint8_t Lead(std::istream& s) {
     const int kind = s.get();
     const int order = s.peek();
     if (kind == std::char_traits<char>::eof() || order == std::char_traits<char>::eof()) {
@@ -163,7 +163,22 @@ class In {
     if (order > 1) throw Bad{"unknown byte order " + std::to_string(order)};
     return static_cast<std::uint8_t>(kind);
   }
-  std::istringstream stream_;
+  // Reads the payload in place: no copy per record.
+  class ViewBuf : public std::streambuf {
+   public:
+    explicit ViewBuf(std::string_view d) {
+      char* p = const_cast<char*>(d.data());  // only read
+      setg(p, p, p + d.size());
+    }
+
+   protected:
+    pos_type seekoff(off_type off, std::ios_base::seekdir dir, std::ios_base::openmode) override {
+      if (off != 0 || dir != std::ios_base::cur) return pos_type(off_type(-1));
+      return pos_type(gptr() - eback());
+    }
+  };
+  ViewBuf buf_;
+  std::istream stream_;
   std::size_t size_;
   std::uint8_t kind_;
   cereal::PortableBinaryInputArchive ar_;
@@ -601,9 +616,11 @@ std::variant<SegmentScan, std::string> ScanSegment(const std::string& path,
                                                   const std::function<void(JournalRecord&&)>& each) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return "cannot open " + path + ": " + std::strerror(errno);
-  std::stringstream buf;
-  buf << in.rdbuf();
-  const std::string data = buf.str();
+  in.seekg(0, std::ios::end);
+  std::string data(static_cast<std::size_t>(std::max<std::streamoff>(0, in.tellg())), '\0');
+  in.seekg(0);
+  in.read(data.data(), static_cast<std::streamsize>(data.size()));
+  if (!in) return "cannot read " + path + ": " + std::strerror(errno);
   if (data.size() < kJournalMagic.size() || std::string_view(data).substr(0, kJournalMagic.size()) != kJournalMagic) {
     return path + " is not a lockgraph journal segment (no " + std::string(kJournalMagic) + " magic)";
   }

@@ -295,6 +295,11 @@ void Server::Impl::JournalReport(ReportInfo::Type type, std::string json) {
 std::string Server::Impl::OpenJournal() {
   if (!config_.journal) return "";
   const auto segments = ListSegments(config_.data_dir);
+  const auto started = std::chrono::steady_clock::now();
+  auto ms_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count();
+  };
+  long replay_ms = 0;
   std::optional<graph::Restore> point;
   bool clean_tail = true;
   bool previous_always = false;
@@ -341,6 +346,7 @@ std::string Server::Impl::OpenJournal() {
       if (std::string err = TruncateSegment(previous, scan.good_bytes); !err.empty()) return err;
     }
     point = before->RestorePoint();
+    replay_ms = ms_since(started);
   }
   char name[16];
   std::snprintf(name, sizeof name, "%08u", config_.epoch);
@@ -385,7 +391,8 @@ std::string Server::Impl::OpenJournal() {
       peer.encoding_known = false;
     }
     if (std::string err = journal_.Sync(); !err.empty()) return err;
-    spdlog::warn("restored {} session(s) and {} lease(s) from {}; grace {} ms{}", sessions, leases, previous, grace_ms,
+    spdlog::warn("restored {} session(s) and {} lease(s) from {} (replayed in {} ms, restored in {} ms); grace {} ms{}",
+                 sessions, leases, previous, replay_ms, ms_since(started) - replay_ms, grace_ms,
                  point->grant_unclaimed ? " (leases not awaiting reclaim may be granted)" : "");
   }
   return "";
