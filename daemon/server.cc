@@ -955,6 +955,12 @@ std::string Server::Impl::StatsJson() {
   num("live_leases", s.live_leases);
   num("live_waits", s.live_waits);
   num("wait_edges", s.wait_edges);
+  num("restored_leases", s.restored_leases);
+  num("reclaimed", s.reclaimed);
+  num("reclaims_refused", s.reclaims_refused);
+  num("grace_refusals", s.grace_refusals);
+  Key(w, "in_grace");
+  w.Bool(core_.in_grace());
   Key(w, "journal");
   w.StartObject();
   Key(w, "fsync");

@@ -138,6 +138,20 @@ int Status(const Target& t, bool json) {
   std::printf("deadlocks %s  reordered %s  revocations %s  expiries %s  unresponsive victims %s\n",
               S(d, "deadlocks").c_str(), S(d, "cycles_reordered").c_str(), S(d, "revocations").c_str(),
               S(d, "expiries").c_str(), S(d, "victims_unresponsive").c_str());
+  if (d.HasMember("journal") && d["journal"].IsObject()) {
+    const auto& j = d["journal"];
+    std::printf("journal fsync %s  %s bytes  %s fsyncs%s\n", S(j, "fsync").c_str(), S(j, "bytes").c_str(),
+                S(j, "syncs").c_str(), S(j, "failed") == "true" ? "  WRITE ERRORS (see the log)" : "");
+  }
+  std::printf("restart: restored %s lease(s), reclaimed %s, refused %s%s\n", S(d, "restored_leases").c_str(),
+              S(d, "reclaimed").c_str(), S(d, "reclaims_refused").c_str(),
+              S(d, "in_grace") == "true" ? "  IN GRACE (acquires answered GRACE)" : "");
+  if (d.HasMember("order") && d["order"].IsObject()) {
+    const auto& o = d["order"];
+    std::printf("ordering: %s warning(s), %s denied, %s distinct report(s), %s learned edge(s)\n",
+                S(o, "warnings").c_str(), S(o, "denied").c_str(), S(o, "reports").c_str(),
+                S(o, "learned_edges").c_str());
+  }
   return kExitOk;
 }
 
