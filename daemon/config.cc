@@ -107,6 +107,8 @@ std::string LoadConfigFile(const std::string& path, DaemonConfig& c) {
     if (auto p = ParseFsyncPolicy(fsync)) c.fsync = *p;
     else step(where + "fsync: expected \"always\", \"interval\" or \"never\"");
     step(ReadInt(*t, "fsync_interval_ms", where, 1, 60'000, c.fsync_interval_ms));
+    step(ReadInt(*t, "keep_mb", where, 0, std::int64_t{1} << 30, c.journal_keep_mb));
+    step(ReadInt(*t, "keep_days", where, 0, 36'500, c.journal_keep_days));
   }
   if (const toml::table* t = root["limits"].as_table()) {
     const std::string where = file + "limits.";

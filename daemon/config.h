@@ -27,6 +27,10 @@ struct DaemonConfig {
   bool journal = true;                     // DATA_DIR/journal/EPOCH.lgj
   FsyncPolicy fsync = FsyncPolicy::kInterval;
   long fsync_interval_ms = 10;
+  // Segments of earlier boots are kept for history while they fit in both limits
+  // (the last one is always kept: a restart replays it).
+  std::int64_t journal_keep_mb = 1024;
+  std::int64_t journal_keep_days = 30;
   graph::Config core;
 };
 

@@ -123,6 +123,8 @@ class Server::Impl {
   graph::Effects Core(const graph::Command& command);
   // Opens this boot's journal segment after checking the previous one's tail.
   std::string OpenJournal();
+  // Removes segments of earlier boots beyond journal_keep_mb / journal_keep_days.
+  void PruneJournal(const std::vector<std::string>& segments);
   void Journal(graph::Command command, graph::TimeUs now);
   void JournalReport(ReportInfo::Type type, std::string json);
   // End of a loop turn: hand the journal to the kernel, fsync by policy, and (under
@@ -348,6 +350,7 @@ std::string Server::Impl::OpenJournal() {
     point = before->RestorePoint();
     replay_ms = ms_since(started);
   }
+  PruneJournal(segments);
   char name[16];
   std::snprintf(name, sizeof name, "%08u", config_.epoch);
   if (std::string err = journal_.Open(config_.data_dir, name); !err.empty()) return err;
@@ -396,6 +399,24 @@ std::string Server::Impl::OpenJournal() {
                  point->grant_unclaimed ? " (leases not awaiting reclaim may be granted)" : "");
   }
   return "";
+}
+
+void Server::Impl::PruneJournal(const std::vector<std::string>& segments) {
+  // Newest first: keep the last segment, then older ones while within both limits.
+  std::uintmax_t kept = 0;
+  const auto now = std::filesystem::file_time_type::clock::now();
+  const auto max_age = std::chrono::hours(24 * config_.journal_keep_days);
+  for (std::size_t i = segments.size(); i-- > 0;) {
+    std::error_code ec;
+    const std::uintmax_t size = std::filesystem::file_size(segments[i], ec);
+    const auto written = std::filesystem::last_write_time(segments[i], ec);
+    kept += ec ? 0 : size;
+    const bool last = i + 1 == segments.size();
+    if (last || (kept <= static_cast<std::uintmax_t>(config_.journal_keep_mb) << 20 && now - written <= max_age)) {
+      continue;
+    }
+    if (std::filesystem::remove(segments[i], ec)) spdlog::info("journal: removed old segment {}", segments[i]);
+  }
 }
 
 void Server::Impl::FinishTurn() {

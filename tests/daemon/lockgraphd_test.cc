@@ -617,3 +617,29 @@ TEST(LockgraphctlProcess, CommandsAndExitCodes) {
 
 }  // namespace
 }  // namespace lockgraph::testing
+
+namespace lockgraph::testing {
+namespace {
+
+// Segments of earlier boots go once over journal.keep_mb; the last one stays, since
+// a restart replays it.
+TEST(LockgraphdProcess, OldJournalSegmentsArePrunedTheLastIsKept) {
+  const std::string dir = ::testing::TempDir() + "/lockgraphd_test.prune." + std::to_string(getpid());
+  const std::string config = dir + ".toml";
+  FILE* f = std::fopen(config.c_str(), "w");
+  std::fputs("[journal]\nkeep_mb = 0\n", f);
+  std::fclose(f);
+  for (int boot = 0; boot < 3; ++boot) {
+    Daemon d({"--config", config}, dir);
+    ASSERT_FALSE(d.endpoint().empty()) << d.process().Output();
+    d.process().Signal(SIGTERM);
+    ASSERT_TRUE(d.process().Exited(milliseconds(10'000)));
+  }
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/journal")) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"00000002.lgj", "00000003.lgj"}));
+}
+
+}  // namespace
+}  // namespace lockgraph::testing
