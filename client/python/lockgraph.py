@@ -33,6 +33,20 @@ reply (across resends), then raises ``LockgraphError("TIMEOUT", ...)``. A queued
 ``acquire`` waits at most ``wait_ms + request_timeout_ms`` for its grant (``wait_ms=-1``:
 for as long as the daemon keeps answering), then cancels itself with ``unwait``.
 
+Restarts: as the C++ client does (client.h "Restarts"). The client remembers the daemon's
+``epoch`` from its hello; when a reply (every heartbeat reply carries it) shows a larger
+one, the daemon restarted and restored the session and its arbitrate leases: the client
+sends one ``reclaim`` of every arbitrate lease it holds, batched behind a heartbeat so that
+the reply names the boot that answered. A reclaimed lease stays (:meth:`Client.held`
+shows its advisory deadline restarted from the reclaim's send time, when that boot had
+restored it); a refused one gets the synthetic ``revoked`` event (``seq`` 0, ``reason``
+``"expired"``) of a lost session's leases and is forgotten. A GRACE reply brings the next
+heartbeat forward. ``acquire`` retries GRACE with jittered exponential backoff within its
+budget (``wait_ms``; ``request_timeout_ms`` for a try; no limit for ``wait_ms=-1``), then
+raises it; an acquire queued before the restart asks the daemon (``unwait``) what became
+of its wait and is asked again. ``renew`` answered GRACE reclaims first, then renews once
+more.
+
 Wire values: ``lease`` and ``token`` travel as JSON strings of decimal digits; this module
 converts them to ``int`` in everything it returns (replies, events, listings) and back to
 strings in everything it sends.
@@ -238,13 +252,18 @@ class _Call:
 class _AcquireWait:
     """A queued acquire waiting for its granted/denied event (or for a lost session)."""
 
-    __slots__ = ("event", "error", "done", "grant_bound")
+    __slots__ = ("event", "error", "done", "grant_bound", "owner", "resource", "queued",
+                 "restart_unwait")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: str = "", resource: str = "") -> None:
         self.event: dict | None = None
         self.error: LockgraphError | None = None
         self.done = threading.Event()
         self.grant_bound = 0.0
+        self.owner = owner
+        self.resource = resource
+        self.queued = False          # its acquire was answered "queued"
+        self.restart_unwait = False  # queued before a restart: an unwait decides its fate
 
 
 @dataclass
@@ -254,6 +273,11 @@ class _Tracked:
     mode: str
     token: int
     ttl_ms: int | None
+    reported: bool = False  # from hold: soft state, never restored nor reclaimed
+    # The daemon epoch that last granted, renewed or reclaimed it: a reclaim answered by
+    # a later boot restarted its TTL; one answered by the same boot changed nothing.
+    epoch: int = 0
+    valid_until: float | None = None  # advisory, as Lease.valid_until
 
 
 class Client:
@@ -265,7 +289,8 @@ class Client:
     the client believed it held is reported by a ``revoked`` event with ``seq`` 0 and
     ``reason`` ``"expired"``, queued acquires fail with ``UNKNOWN_SESSION``, and the
     client says hello again; calls made meanwhile wait for the new session (within
-    their own timeout).
+    their own timeout). When the daemon restarted and restored the session, the client
+    reclaims its leases by itself (see "Restarts" in the module documentation).
     """
 
     def __init__(self, endpoints: Iterable[str] | str = (DEFAULT_ENDPOINT,),
@@ -347,6 +372,12 @@ class Client:
         self._rng = random.Random()
         self._last_heard = time.monotonic()
         self._oldest_unanswered: float | None = None
+        self._reclaim_id = 0                       # the reclaim batch out, 0: none
+        self._reclaim_leases: list[int] = []       # its items' leases, in order
+        self._reclaim_again = False                # another reclaim is due ...
+        self._reclaim_at = 0.0                     # ... not before this
+        self._restart_unwaits: dict[int, int] = {}  # unwait id -> the queued acquire's id
+        self._reclaim_cv = threading.Condition(self._lock)  # notified when a reclaim ends
 
         self._ctx = zmq.Context()
         self._wake_addr = f"inproc://lockgraph-wake-{id(self):x}-{random.getrandbits(32):08x}"
@@ -473,12 +504,48 @@ class Client:
         Raises:
             LockgraphError: ``TIMEOUT`` (busy with ``wait_ms=0``, the wait ran out, or
                 no answer), ``DEADLOCK`` (this owner is the victim; ``.deadlock`` is the
-                report), ``CANCELLED``, ``ORDER_VIOLATION``, ``GRACE``, ``BAD_REQUEST``,
-                ``UNKNOWN_SESSION`` (the session was lost while queued), ...
+                report), ``CANCELLED``, ``ORDER_VIOLATION``, ``BAD_REQUEST``,
+                ``UNKNOWN_SESSION`` (the session was lost while queued), ``GRACE`` (the
+                daemon restarted and was still recovering when the budget ran out: it is
+                retried until then, see "Restarts"), ...
         """
         _check_mode(mode)
         if wait_ms < -1:
             raise ValueError("wait_ms must be -1 (forever), 0 (try) or positive")
+        start = time.monotonic()
+        if wait_ms < 0:
+            budget_end = float("inf")
+        else:
+            budget_end = start + (wait_ms / 1000.0 if wait_ms > 0 else self._timeout_s)
+        backoff = _BACKOFF_MIN_MS / 1000.0
+        attempt = 0
+        while True:
+            attempt += 1
+            this_wait = wait_ms
+            if attempt > 1 and wait_ms > 0:
+                # A retry queues for what is left of the caller's wait.
+                this_wait = max(1, int((budget_end - time.monotonic()) * 1000 + 0.999))
+            try:
+                return self._acquire_once(owner, resource, mode, ttl_ms, this_wait, site, started)
+            except LockgraphError as e:
+                if e.code != "GRACE":
+                    raise
+                if e.started is not None:  # keep the owner's age across the retries
+                    started = e.started if started is None else min(started, e.started)
+                now = time.monotonic()
+                pause = backoff * random.uniform(0.5, 1.5)
+                backoff = min(backoff * 2, _BACKOFF_MAX_MS / 1000.0)
+                until = min(now + pause, budget_end)
+                while not self._closing and time.monotonic() < until:
+                    time.sleep(min(0.05, max(0.0, until - time.monotonic())))
+                if self._closing or time.monotonic() >= budget_end:
+                    e.message += (f" (acquire of {resource} by {owner}: {attempt} attempt(s) over "
+                                  f"{int((time.monotonic() - start) * 1000)} ms)")
+                    e.args = (f"{e.code}: {e.message}",)
+                    raise
+
+    def _acquire_once(self, owner: str, resource: str, mode: str, ttl_ms: int, wait_ms: int,
+                      site: str, started: int | None) -> Lease:
         msg: dict[str, Any] = {"op": "acquire", "owner": owner, "resource": resource,
                                "mode": mode, "ttl_ms": int(ttl_ms), "wait_ms": int(wait_ms)}
         if site:
@@ -486,7 +553,7 @@ class Client:
         if started is not None:
             msg["started"] = int(started)
         call_start = time.monotonic()
-        waiter = _AcquireWait()
+        waiter = _AcquireWait(owner, resource)
         call = self._submit(msg, waiter=waiter)
         try:
             reply = self._await(call)
@@ -594,21 +661,48 @@ class Client:
             A copy of the lease with ``valid_until`` moved (for a bare id, a Lease whose
             other fields are filled from what the client knows of it).
 
+        Answered ``GRACE`` (the daemon restarted and the lease awaits its reclaim), it
+        reclaims first and renews once more.
+
         Raises:
-            LockgraphError: ``NOT_OWNER`` when the lease is gone; ``TIMEOUT``.
+            LockgraphError: ``NOT_OWNER`` when the lease is gone; ``TIMEOUT``; ``GRACE``
+                when the reclaim did not bring it back in time.
         """
         lid = lease.lease if isinstance(lease, Lease) else int(lease)
         msg: dict[str, Any] = {"op": "renew", "lease": lid}
         if ttl_ms is not None:
             msg["ttl_ms"] = int(ttl_ms)
-        call = self._submit(msg)
-        reply = self._await(call)
+        call = self._submit(dict(msg))
+        try:
+            reply = self._await(call)
+        except LockgraphError as e:
+            if e.code != "GRACE":
+                raise
+            # The daemon restarted and the lease awaits its reclaim: reclaim first, then
+            # ask once more. A heartbeat shows the new epoch, which starts the reclaim
+            # (unless one is out already); its end is awaited within request_timeout.
+            deadline = time.monotonic() + self._timeout_s
+            with contextlib.suppress(LockgraphError):
+                self._request({"op": "heartbeat"})
+            with self._reclaim_cv:
+                self._reclaim_cv.wait_for(
+                    lambda: self._closing or not self._session_ok
+                    or (self._reclaim_id == 0 and not self._reclaim_again),
+                    max(0.0, deadline - time.monotonic()))
+            call = self._submit(dict(msg))
+            reply = self._await(call)
         with self._lock:
             tracked = self._leases.get(lid)
         lasts = _int_or_none(reply.get("expires_in_ms"))
         if lasts is None:
             lasts = ttl_ms if ttl_ms is not None else (tracked.ttl_ms if tracked else None)
         valid = self._valid_until(call.first_sent, lasts)
+        if valid is not None:
+            with self._lock:
+                t = self._leases.get(lid)
+                if t is not None and t.token == (_int_or_none(reply.get("token")) or t.token):
+                    t.valid_until = valid
+                    t.epoch = max(t.epoch, self._epoch or 0)
         if isinstance(lease, Lease):
             return Lease(lease.lease, _int_or_none(reply.get("token")) or lease.token, lease.owner,
                          lease.resource, lease.mode, lease.started, lease.reported, valid)
@@ -616,6 +710,19 @@ class Client:
             return Lease(lid, tracked.token, tracked.owner, tracked.resource, tracked.mode,
                          self.started(tracked.owner), False, valid)
         return Lease(lid, 0, "", "", "X", None, False, valid)
+
+    def held(self, lease: Lease) -> Lease | None:
+        """``lease`` as the client holds it now: a copy with ``valid_until`` brought up to
+        date by renewals and by the reclaim after a restart, or ``None`` once the client
+        no longer holds it (released, revoked, refused at reclaim, lost with its session)
+        or holds it under another token."""
+        with self._lock:
+            t = self._leases.get(lease.lease)
+            if t is None or t.token != lease.token:
+                return None
+            valid = t.valid_until if t.valid_until is not None else lease.valid_until
+        return Lease(lease.lease, lease.token, lease.owner, lease.resource, lease.mode,
+                     lease.started, lease.reported, valid)
 
     @contextlib.contextmanager
     def acquiring(self, owner: str, resource: str, mode: str = "X", ttl_ms: int = 30000,
@@ -874,6 +981,9 @@ class Client:
             if self._rehello_at is not None and now >= self._rehello_at and self._hello_id == 0:
                 self._rehello_at = None
                 self._start_hello()
+            if (self._session_ok and self._reclaim_again and self._reclaim_id == 0
+                    and now >= self._reclaim_at):
+                self._start_reclaim(now)
             if self._session_ok and now >= self._next_heartbeat:
                 if self._heartbeat_id == 0:  # one at a time: an unanswered one is being resent
                     self._heartbeat_id = self._internal_call({"op": "heartbeat"}).id
@@ -925,6 +1035,8 @@ class Client:
             next_at = min(next_at, self._next_heartbeat)
         if self._rehello_at is not None:
             next_at = min(next_at, self._rehello_at)
+        if self._reclaim_again and self._reclaim_id == 0:
+            next_at = min(next_at, self._reclaim_at)
         return max(0, int((next_at - time.monotonic()) * 1000) + 1)
 
     def _fail_call(self, c: _Call, now: float, err: LockgraphError) -> None:
@@ -1095,13 +1207,29 @@ class Client:
             self._heartbeat_id = 0
             if code and code != "UNKNOWN_SESSION":
                 log.warning("lockgraph heartbeat: %s", LockgraphError.from_reply(reply))
-        self._track(c, reply)
+        self._track(c, reply, now)
+        if c.op == "acquire" and reply.get("queued"):
+            with self._lock:
+                w = self._waiters.get(rid)
+                if w is not None:
+                    w.queued = True
+        if rid == self._reclaim_id:
+            self._finish_reclaim(c, reply, now)
+        if code == "GRACE" and self._session_ok and self._heartbeat_id == 0:
+            self._next_heartbeat = min(self._next_heartbeat, now)  # learn the new epoch now
+        epoch = _int_or_none(reply.get("epoch"))
+        if (reply.get("ok") and epoch is not None and c.op != "hello" and self._session_ok
+                and c.sent_session == self._session and epoch > (self._epoch or 0)):
+            self._on_restart(epoch, now)
         lost = (c.session_scoped and code == "UNKNOWN_SESSION" and self._session_ok
                 and c.sent_session == self._session)
         if not c.done.is_set():
             c.reply = reply
             c.done.set()
-        if not c.waiter and reply.get("ok") and c.op in ("acquire", "unwait"):
+        acquire_id = self._restart_unwaits.pop(rid, None)
+        if acquire_id is not None:
+            self._finish_restart_unwait(acquire_id, reply)
+        elif not c.waiter and reply.get("ok") and c.op in ("acquire", "unwait"):
             # Nobody waits for this acquire (its caller left) or for this cancel (sent
             # for a caller that left): undo a grant or a queued wait.
             if reply.get("granted") and reply.get("lease") is not None:
@@ -1114,7 +1242,7 @@ class Client:
         if lost:
             self._lose_session(now)
 
-    def _track(self, c: _Call, reply: dict) -> None:
+    def _track(self, c: _Call, reply: dict, now: float) -> None:
         """Keeps the leases the client believes it holds, and owners' ``started``."""
         m = c.msg
         with self._lock:
@@ -1133,11 +1261,14 @@ class Client:
                 lid = _int_or_none(reply.get("lease"))
                 if lid is not None and (c.op == "hold" or reply.get("granted")):
                     old = self._leases.get(lid)
-                    self._leases[lid] = _Tracked(
+                    ttl_ms = _int_or_none(m.get("ttl_ms"))
+                    t = _Tracked(
                         m.get("owner", ""), m.get("resource", ""),
                         m.get("mode", old.mode if old else "X"),
                         _int_or_none(reply.get("token")) or (old.token if old else 0),
-                        _int_or_none(m.get("ttl_ms")) or (old.ttl_ms if old else None))
+                        ttl_ms or (old.ttl_ms if old else None), reported=c.op == "hold",
+                        valid_until=self._valid_until(c.first_sent, ttl_ms) if c.ever_sent else None)
+                    self._track_lease(lid, t, old, now)
             elif c.op == "renew":
                 lid = _int_or_none(m.get("lease"))
                 if lid in self._leases and m.get("ttl_ms") is not None:
@@ -1189,10 +1320,13 @@ class Client:
             leases = list(self._leases.items())
             self._leases.clear()
             waiters = list(self._waiters.values())
+            # A reclaim out under the old session goes with it.
+            self._reclaim_id = 0
+            self._reclaim_again = False
+            self._restart_unwaits.clear()
+            self._reclaim_cv.notify_all()
         for lid, t in leases:
-            self._deliver({"v": PROTOCOL_VERSION, "event": "revoked", "seq": 0, "lease": lid,
-                           "owner": t.owner, "resource": t.resource, "mode": t.mode,
-                           "token": t.token, "reason": "expired", "handover_in_ms": 0})
+            self._deliver(self._lost_event(lid, t))
         err = LockgraphError("UNKNOWN_SESSION", f"the session {self._session} was lost "
                                                 "(expired, or the daemon restarted)")
         for w in waiters:
@@ -1203,6 +1337,162 @@ class Client:
         if self._hello_id == 0:
             self._start_hello()
 
+    @staticmethod
+    def _lost_event(lid: int, t: _Tracked) -> dict:
+        """The synthetic ``revoked`` event of a lease lost without the daemon saying so."""
+        return {"v": PROTOCOL_VERSION, "event": "revoked", "seq": 0, "lease": lid,
+                "owner": t.owner, "resource": t.resource, "mode": t.mode,
+                "token": t.token, "reason": "expired", "handover_in_ms": 0}
+
+    def _track_lease(self, lid: int, t: _Tracked, old: _Tracked | None, now: float) -> None:
+        """Starts tracking a lease the daemon granted or handed over (under ``_lock``),
+        keeping what is known of it already: an acquire of what the owner holds returns
+        that lease unchanged."""
+        epoch = self._epoch or 0
+        granted_in = t.token >> 40
+        t.epoch = max(epoch, granted_in)
+        if old is not None and old.token == t.token and not t.reported:
+            t.epoch = max(t.epoch, old.epoch)
+            if old.valid_until is not None:
+                t.valid_until = old.valid_until
+            if t.ttl_ms is None:
+                t.ttl_ms = old.ttl_ms
+            self._leases[lid] = t
+            return
+        self._leases[lid] = t
+        if not t.reported and granted_in < epoch and self._session_ok:
+            # Granted by a boot before the newest one seen (its reply overtaken by the
+            # restart, or handed over by the unwait sent at it): it awaits its reclaim.
+            self._reclaim_again = True
+            self._reclaim_at = now
+
+    def _on_restart(self, epoch: int, now: float) -> None:
+        """A reply showed a larger epoch: the daemon restarted."""
+        self._epoch = epoch
+        log.warning("lockgraph: the daemon restarted (epoch %d); reclaiming", epoch)
+        # Waits are not restored. For each acquire queued before, an unwait asks the
+        # daemon: a wait there (queued again after the restart) is cancelled, a lease
+        # the owner holds there (granted before the crash, its event lost) is handed to
+        # the caller; otherwise the acquire fails with GRACE and is asked again.
+        with self._lock:
+            pending = [(rid, w) for rid, w in self._waiters.items()
+                       if w.queued and w.event is None and w.error is None and not w.restart_unwait]
+            for _, w in pending:
+                w.restart_unwait = True
+        for rid, w in pending:
+            unwait = self._internal_call({"op": "unwait", "owner": w.owner, "resource": w.resource})
+            self._restart_unwaits[unwait.id] = rid
+        self._start_reclaim(now)
+
+    def _finish_restart_unwait(self, acquire_id: int, reply: dict) -> None:
+        with self._lock:
+            w = self._waiters.get(acquire_id)
+            if w is None or w.event is not None or w.error is not None:
+                return  # completed by an event first, or its caller left (and cancels itself)
+            if reply.get("ok") and reply.get("granted") and reply.get("lease") is not None:
+                w.event = {"v": PROTOCOL_VERSION, "event": "granted", "seq": 0, "id": acquire_id,
+                           "owner": w.owner, "resource": w.resource,
+                           "mode": str(self._leases[int(reply["lease"])].mode
+                                       if int(reply["lease"]) in self._leases else "X"),
+                           "lease": int(reply["lease"]), "token": int(reply.get("token", 0))}
+                w.grant_bound = 0.0  # granted after the acquire went out: no more is known
+            else:
+                w.error = LockgraphError(
+                    "GRACE", f"the daemon restarted (epoch {self._epoch}) while {w.owner} waited "
+                             f"for {w.resource}; waits are not restored")
+        w.done.set()
+
+    def _start_reclaim(self, now: float) -> None:
+        if self._reclaim_id != 0:
+            self._reclaim_again = True  # the one out may have reached the previous daemon
+            self._reclaim_at = now
+            return
+        with self._lock:
+            self._reclaim_again = False
+            items = [(lid, t) for lid, t in self._leases.items() if not t.reported]
+            if not items:
+                self._reclaim_cv.notify_all()
+                return
+            self._reclaim_leases = [lid for lid, _ in items]
+        # A heartbeat and the reclaim in one batch: served in one turn, so the heartbeat's
+        # epoch names the boot that answered the reclaim.
+        holds = [{"owner": t.owner, "resource": t.resource, "mode": t.mode, "token": t.token}
+                 for _, t in items]
+        self._reclaim_id = self._internal_call(
+            {"op": "batch", "items": [{"id": 1, "op": "heartbeat"},
+                                      {"id": 2, "op": "reclaim", "holds": holds}]},
+            deadline_s=float("inf")).id
+
+    def _finish_reclaim(self, c: _Call, reply: dict, now: float) -> None:
+        holds = c.msg["items"][1]["holds"]
+        leases = self._reclaim_leases
+        lost: list[tuple[int, _Tracked]] = []
+        again_epoch = 0
+
+        def claimed(i: int) -> _Tracked | None:
+            t = self._leases.get(leases[i]) if i < len(leases) else None
+            return t if t is not None and t.token == int(holds[i]["token"]) else None
+
+        def lose_all() -> None:
+            # Whether the daemon still has them is unknown, and a lease believed held
+            # but not held is the dangerous mistake.
+            for i in range(len(holds)):
+                t = claimed(i)
+                if t is not None:
+                    lost.append((leases[i], self._leases.pop(leases[i])))
+
+        def code_of(r: dict) -> str | None:
+            err = r.get("error")
+            return None if r.get("ok") else (err.get("code") if isinstance(err, dict) else "INTERNAL")
+
+        temporary = ("LIMIT", "INTERNAL", "TIMEOUT")
+        with self._lock:
+            self._reclaim_id = 0
+            code = code_of(reply)
+            results = reply.get("results") if isinstance(reply.get("results"), list) else []
+            if code is not None:
+                if code in temporary:
+                    self._reclaim_again = True
+                    self._reclaim_at = now + self._backoff_s * self._rng.uniform(0.5, 1.5)
+                elif code != "UNKNOWN_SESSION":
+                    lose_all()
+            elif len(results) != 2:
+                lose_all()
+            elif "UNKNOWN_SESSION" in (code_of(results[0]), code_of(results[1])):
+                self._next_heartbeat = now  # the heartbeat loses the session, and its leases
+            elif code_of(results[1]) is not None:
+                if code_of(results[1]) in temporary:
+                    self._reclaim_again = True
+                    self._reclaim_at = now + self._backoff_s * self._rng.uniform(0.5, 1.5)
+                else:
+                    lose_all()
+            else:
+                answered_by = (_int_or_none(results[0].get("epoch")) or 0) if results[0].get("ok") else 0
+                items = results[1].get("results") or []
+                for i in range(min(len(holds), len(items))):
+                    t = claimed(i)
+                    if t is None:
+                        continue
+                    if not items[i].get("ok"):
+                        lost.append((leases[i], self._leases.pop(leases[i])))
+                        continue
+                    # The daemon restarts a restored lease's TTL at its reclaim; a lease
+                    # live already is not extended. A boot later than the one that last
+                    # granted, renewed or reclaimed it had restored it.
+                    expires = _int_or_none(items[i].get("expires_in_ms"))
+                    if expires is not None and c.ever_sent:
+                        t.valid_until = self._valid_until(c.first_sent, expires)
+                    elif answered_by > t.epoch and t.ttl_ms is not None and c.ever_sent:
+                        t.valid_until = self._valid_until(c.first_sent, t.ttl_ms)
+                    t.epoch = max(t.epoch, answered_by)
+                if answered_by > (self._epoch or 0):
+                    again_epoch = answered_by  # another restart came meanwhile
+            self._reclaim_cv.notify_all()
+        for lid, t in lost:
+            self._deliver(self._lost_event(lid, t))
+        if again_epoch:
+            self._on_restart(again_epoch, now)
+
     def _handle_event(self, ev: dict, now: float) -> None:
         seq = _int_or_none(ev.get("seq")) or 0
         if seq <= self._last_seq:
@@ -1211,14 +1501,18 @@ class Client:
         kind = ev.get("event")
         lid = _int_or_none(ev.get("lease"))
         with self._lock:
-            if kind == "granted" and lid is not None:
-                self._leases[lid] = _Tracked(str(ev.get("owner", "")), str(ev.get("resource", "")),
-                                             str(ev.get("mode", "X")), _int_or_none(ev.get("token")) or 0,
-                                             None)
-            elif kind == "revoked" and lid is not None:
-                self._leases.pop(lid, None)
             rid = _int_or_none(ev.get("id")) or 0
             w = self._waiters.get(rid) if kind in ("granted", "denied") and rid else None
+            if (w is not None and w.restart_unwait and kind == "denied"
+                    and ev.get("code") == "CANCELLED"):
+                return  # the unwait sent at a restart cancelled it: its reply decides
+            if kind == "granted" and lid is not None:
+                self._track_lease(lid, _Tracked(str(ev.get("owner", "")), str(ev.get("resource", "")),
+                                                str(ev.get("mode", "X")),
+                                                _int_or_none(ev.get("token")) or 0, None),
+                                  self._leases.get(lid), now)
+            elif kind == "revoked" and lid is not None:
+                self._leases.pop(lid, None)
             orphan = w is None and kind == "granted" and self._orphan_acquires.pop(rid, None) is not None
         if w is not None and w.event is None and w.error is None:
             # The daemon granted after answering every reply already read from this

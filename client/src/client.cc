@@ -27,6 +27,24 @@
 // says hello again; session-scoped calls not yet sent wait for the new session
 // (within their own timeout).
 //
+// Restarts. The daemon's epoch (from hello, then from every heartbeat reply) grows at
+// each start. A larger one means the daemon restarted, restored this session and its
+// arbitrate leases from its journal, and serves a grace period: the client sends one
+// `reclaim` naming every arbitrate lease it tracks (OnRestart, StartReclaim), batched
+// behind a heartbeat so that the reply names the epoch of the boot that answered it,
+// and applies the per-item results in FinishReclaim. A reclaimed lease's advisory
+// deadline restarts from the reclaim's first send, but only when the answering boot is
+// later than the one that last granted, renewed or reclaimed it: the daemon restarts
+// the TTL of a restored lease at its reclaim, while reclaiming a live lease (a reclaim
+// repeated after a second restart was noticed) extends nothing. A refused lease is
+// reported lost like the leases of a lost session. Waits do not survive a restart:
+// for each acquire queued before it an unwait asks the daemon what became of it (a
+// lease the owner holds there completes the acquire; otherwise it fails with GRACE
+// and Acquire asks again). One reclaim is in
+// flight at a time; an epoch seen meanwhile asks for another when it is answered. Any
+// GRACE reply brings the next heartbeat forward, so that the restart is noticed at
+// once rather than a heartbeat interval later.
+//
 // Events. Replies and events arrive on the same socket. Events with a seq already
 // delivered are dropped; granted/denied events complete the queued Acquire with their
 // id; every event then goes to the callback (on the I/O thread, without `mu_` held)
@@ -246,6 +264,7 @@ class Client::Impl {
   Result<Lease> Acquire(std::string_view owner, std::string_view resource, Mode mode, Millis ttl,
                         Millis wait, std::string_view site, std::optional<std::int64_t> started);
   Status Release(const Lease& lease);
+  std::optional<Lease> Held(const Lease& lease) const;
   Result<Lease> Renew(const Lease& lease, std::optional<Millis> ttl);
   std::optional<std::int64_t> Started(std::string_view owner) const;
   Result<Lease> Hold(std::string_view owner, std::string_view resource, Mode mode, Millis ttl,
@@ -271,6 +290,7 @@ class Client::Impl {
     Handler orphan;               // takes the reply when no caller waits (may be empty)
     TimePoint give_up = TimePoint::max();  // a call nobody waits for is dropped then
     bool awaits_event = false;    // an Acquire: a `queued` reply is followed by an event
+    bool restart_unwait = false;  // queued before a restart: an unwait decides its fate
     bool wait_forever = false;    // ... with wait < 0
     // Transport (written by the I/O thread).
     int sends = 0;                // sends on the current connection; 0: due now
@@ -295,6 +315,11 @@ class Client::Impl {
     Mode mode = Mode::kExclusive;
     graph::Token token = 0;
     std::optional<Millis> ttl;
+    bool reported = false;  // from hold: soft state, never restored nor reclaimed
+    // The daemon epoch that last granted, renewed or reclaimed it: a reclaim at a
+    // larger epoch restarts its TTL, a repeated one at the same epoch does not.
+    std::uint32_t epoch = 0;
+    std::optional<TimePoint> valid_until;  // advisory, as in client.h; unknown if unset
   };
 
   // What a completed exchange gives its caller.
@@ -319,8 +344,15 @@ class Client::Impl {
     if (!answer.value().reply.ok()) return ErrorOf(answer.value().reply);
     return Ok{};
   }
+  // One acquire request (Acquire retries it while the daemon answers GRACE), queued
+  // for `wait`; a grant is recorded with `recorded_wait_ms`, the caller's.
+  // `learned_started` receives the owner's `started` when a reply carried one.
+  Result<Lease> AcquireOnce(const Request& request, Millis ttl, Millis wait, std::int64_t recorded_wait_ms,
+                            std::optional<std::int64_t>& learned_started);
   Result<Lease> CancelQueued(const Request& acquire, TimePoint acquire_sent, Millis ttl,
                              Millis waited);
+  // Sleeps until `until` or until the client closes; false when it closes.
+  bool SleepUntil(TimePoint until);
   // Offline report mode: the same calls, answered and recorded locally.
   Result<Lease> OfflineHold(const Request& request, Millis ttl);
   // Checks and records `request` as `op`.
@@ -338,7 +370,10 @@ class Client::Impl {
   void HandleFrame(const std::string& frame, TimePoint now, std::vector<Event>& events);
   void HandleReply(const Reply& reply, TimePoint now, std::vector<Event>& events);
   void HandleEvent(Event event, TimePoint now, std::vector<Event>& events);
-  void TrackReply(const PendingCall& call, const Reply& reply);
+  void TrackReply(const PendingCall& call, const Reply& reply, TimePoint now);
+  // Starts tracking a lease the daemon granted or handed over, keeping what is known
+  // of it already (an acquire of what the owner holds returns that lease unchanged).
+  void Track(graph::LeaseId id, TrackedLease lease, TimePoint now);
   void Deliver(std::vector<Event>& events);
   void Tick(TimePoint now, std::vector<std::string>& frames);
   void SendCall(PendingCall& call, TimePoint now, std::vector<std::string>& frames);
@@ -348,6 +383,12 @@ class Client::Impl {
   void LoseSession(TimePoint now, std::vector<Event>& events);
   void InstallSession(const Reply& reply, TimePoint now);
   void StartHello(TimePoint now);
+  // A reply showed a larger daemon epoch: the daemon restarted.
+  void OnRestart(std::uint32_t epoch, TimePoint now);
+  void StartReclaim(TimePoint now);
+  void FinishReclaim(const PendingCall& call, const Reply& reply, TimePoint now, std::vector<Event>& events);
+  // The synthetic `revoked` event of a lease the client lost without the daemon saying so.
+  static Event LostEvent(graph::LeaseId id, const TrackedLease& lease);
   // Background requests: sent by the I/O thread, answered to `orphan`.
   std::uint64_t Background(Request request, Handler orphan, TimePoint give_up);
   void BackgroundRelease(graph::LeaseId lease, TimePoint now);
@@ -382,6 +423,13 @@ class Client::Impl {
   std::uint64_t hello_id_ = 0;                          // GUARDED_BY(mu_): re-hello out
   std::uint64_t last_seq_ = 0;                          // GUARDED_BY(mu_): highest delivered
   std::unordered_map<graph::LeaseId, TrackedLease> leases_;  // GUARDED_BY(mu_)
+  std::uint32_t epoch_ = 0;                             // GUARDED_BY(mu_): the daemon's, last seen
+  std::uint64_t reclaim_id_ = 0;                        // GUARDED_BY(mu_): 0: none out
+  std::vector<graph::LeaseId> reclaim_leases_;          // GUARDED_BY(mu_): its items' leases
+  bool reclaim_again_ = false;                          // GUARDED_BY(mu_): another one is due
+  TimePoint reclaim_at_;                                // GUARDED_BY(mu_): ... not before this
+  std::condition_variable reclaim_cv_;                  // signalled with mu_ when a reclaim ends
+  std::condition_variable closing_cv_;                  // signalled with mu_ when closing
   std::unordered_map<std::string, std::int64_t> started_;   // GUARDED_BY(mu_)
   std::shared_ptr<std::function<void(const Event&)>> callback_;  // GUARDED_BY(mu_)
   std::deque<Event> events_;                            // GUARDED_BY(mu_)
@@ -454,6 +502,7 @@ void Client::Impl::Close() {
       stopping_ = true;
     }
     events_cv_.notify_all();
+    closing_cv_.notify_all();
     return;
   }
   bool say_bye;
@@ -476,8 +525,12 @@ void Client::Impl::Close() {
     }
     calls_.clear();
     session_ok_ = false;
+    reclaim_id_ = 0;
+    reclaim_again_ = false;
   }
   events_cv_.notify_all();
+  closing_cv_.notify_all();
+  reclaim_cv_.notify_all();
   Wake();
   thread_.join();
   ::close(wake_read_);
@@ -574,16 +627,62 @@ Result<Lease> Client::Impl::Acquire(std::string_view owner, std::string_view res
   if (offline_) return OfflineError("Acquire");
   if (OnIoThread()) return CallbackThreadError();
   const TimePoint start = Clock::now();
+  // GRACE (the daemon restarted and is recovering) is retried within the budget: the
+  // wait for a queued acquire, request_timeout for a try, no end for wait < 0.
+  const bool forever = wait.count() < 0;
+  const TimePoint budget_end = forever ? TimePoint::max()
+                                       : start + (wait.count() > 0 ? wait : options_.request_timeout);
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::uniform_real_distribution<double> jitter(0.5, 1.5);
+  Millis backoff = options_.backoff_min;
   Request request;
   request.op = Op::kAcquire;
   request.owner = owner;
   request.resource = resource;
   request.mode = mode;
   request.ttl_ms = ttl.count();
-  request.wait_ms = wait.count() < 0 ? -1 : wait.count();
   request.site = site;
   request.started = started;
-  const Request sent = request;
+  for (int attempt = 1;; ++attempt) {
+    Millis this_wait = wait;
+    if (attempt > 1 && wait.count() > 0) {
+      // A retry queues for what is left of the caller's wait.
+      this_wait = std::max(Millis{1}, std::chrono::ceil<Millis>(budget_end - Clock::now()));
+    }
+    request.wait_ms = this_wait.count() < 0 ? -1 : this_wait.count();
+    std::optional<std::int64_t> learned_started;
+    Result<Lease> result =
+        AcquireOnce(request, ttl, this_wait, wait.count() < 0 ? -1 : wait.count(), learned_started);
+    if (result.ok() || result.error().code != Code::kGrace) return result;
+    // Keep the owner's age across the retries (wound-wait).
+    if (learned_started) {
+      request.started = request.started ? std::min(*request.started, *learned_started) : *learned_started;
+    }
+    const TimePoint now = Clock::now();
+    const Millis pause{static_cast<std::int64_t>(static_cast<double>(backoff.count()) * jitter(rng))};
+    backoff = std::min(backoff * 2, options_.backoff_max);
+    if (now >= budget_end || !SleepUntil(std::min(now + pause, budget_end)) || Clock::now() >= budget_end) {
+      Error error = result.error();
+      error.message += " (acquire of " + request.resource + " by " + request.owner + ": " +
+                       std::to_string(attempt) + " attempt(s) over " +
+                       std::to_string(ToMillis(Clock::now() - start)) + " ms)";
+      return error;
+    }
+  }
+}
+
+bool Client::Impl::SleepUntil(TimePoint until) {
+  std::unique_lock lock(mu_);
+  return !closing_cv_.wait_until(lock, until, [&] { return stopping_; });
+}
+
+Result<Lease> Client::Impl::AcquireOnce(const Request& sent, Millis ttl, Millis wait,
+                                        std::int64_t recorded_wait_ms,
+                                        std::optional<std::int64_t>& learned_started) {
+  const TimePoint start = Clock::now();
+  Request request = sent;
+  Request recorded = sent;
+  recorded.wait_ms = recorded_wait_ms;
 
   // A caller that gives up before the reply must not leave a grant or a queued wait
   // behind: the late reply is undone.
@@ -610,14 +709,20 @@ Result<Lease> Client::Impl::Acquire(std::string_view owner, std::string_view res
   }
   // The caller gets a lease: recorded (outside mu_) as it is handed over.
   auto granted = [&](Lease lease) -> Result<Lease> {
+    // A lease the owner held already comes back unchanged: its deadline is the known one.
+    auto tracked = leases_.find(lease.id);
+    if (tracked != leases_.end() && tracked->second.token == lease.token && tracked->second.valid_until) {
+      lease.valid_until = std::min(lease.valid_until, *tracked->second.valid_until);
+    }
     if (recorder_) {
       const std::string session = call->sent_session;
       lock.unlock();
-      recorder_->Record(Op::kAcquire, session, sent);
+      recorder_->Record(Op::kAcquire, session, recorded);
     }
     return lease;
   };
   const Reply reply = call->reply;
+  if (reply.started) learned_started = reply.started;
   if (!reply.ok()) return ErrorOf(reply);
   if (reply.granted) {
     if (!reply.lease || !reply.token) {
@@ -646,7 +751,7 @@ Result<Lease> Client::Impl::Acquire(std::string_view owner, std::string_view res
   calls_.erase(call->request.id);
   const TimePoint acquire_sent = call->first_sent;
   lock.unlock();
-  return CancelQueued(sent, acquire_sent, ttl,
+  return CancelQueued(recorded, acquire_sent, ttl,
                       std::chrono::duration_cast<Millis>(Clock::now() - start));
 }
 
@@ -697,7 +802,23 @@ Result<Lease> Client::Impl::Renew(const Lease& lease, std::optional<Millis> ttl)
   request.op = Op::kRenew;
   request.lease = lease.id;
   if (ttl) request.ttl_ms = ttl->count();
-  auto answer = Exchange(std::move(request));
+  auto answer = Exchange(request);
+  if (answer.ok() && answer.value().reply.code == Code::kGrace) {
+    // The daemon restarted and the lease awaits its reclaim: reclaim first, then ask
+    // once more. A heartbeat shows the new epoch, which starts the reclaim (unless one
+    // is out already); its end is awaited within request_timeout.
+    const TimePoint deadline = Clock::now() + options_.request_timeout;
+    Request heartbeat;
+    heartbeat.op = Op::kHeartbeat;
+    (void)Exchange(std::move(heartbeat));
+    {
+      std::unique_lock lock(mu_);
+      reclaim_cv_.wait_until(lock, deadline, [&] {
+        return stopping_ || !session_ok_ || (reclaim_id_ == 0 && !reclaim_again_);
+      });
+    }
+    answer = Exchange(std::move(request));
+  }
   if (!answer.ok()) return answer.error();
   const Reply& reply = answer.value().reply;
   if (!reply.ok()) return ErrorOf(reply);
@@ -713,8 +834,26 @@ Result<Lease> Client::Impl::Renew(const Lease& lease, std::optional<Millis> ttl)
     auto it = leases_.find(lease.id);
     if (it != leases_.end()) lasts = it->second.ttl;
   }
-  if (lasts) renewed.valid_until = answer.value().sent_at + *lasts - options_.safety_margin;
+  if (lasts) {
+    renewed.valid_until = answer.value().sent_at + *lasts - options_.safety_margin;
+    std::lock_guard lock(mu_);
+    auto it = leases_.find(lease.id);
+    if (it != leases_.end() && it->second.token == renewed.token) {
+      it->second.valid_until = renewed.valid_until;
+      it->second.epoch = std::max(it->second.epoch, epoch_);
+    }
+  }
   return renewed;
+}
+
+std::optional<Lease> Client::Impl::Held(const Lease& lease) const {
+  if (offline_) return lease.reported ? std::optional<Lease>(lease) : std::nullopt;
+  std::lock_guard lock(mu_);
+  auto it = leases_.find(lease.id);
+  if (it == leases_.end() || it->second.token != lease.token) return std::nullopt;
+  Lease held = lease;
+  if (it->second.valid_until) held.valid_until = *it->second.valid_until;
+  return held;
 }
 
 std::optional<std::int64_t> Client::Impl::Started(std::string_view owner) const {
@@ -856,6 +995,7 @@ void Client::Impl::Run() {
       if (session_ok_) next = std::min(next, next_heartbeat_);
       if (!socket_) next = std::min(next, reconnect_at_);
       if (rehello_due_) next = std::min(next, rehello_at_);
+      if (reclaim_again_ && reclaim_id_ == 0) next = std::min(next, reclaim_at_);
       timeout = std::clamp(std::chrono::ceil<Millis>(next - now), Millis{0}, kMaxPollWait);
     }
     std::array<zmq::pollitem_t, 2> items{};
@@ -970,7 +1110,15 @@ void Client::Impl::HandleReply(const Reply& reply, TimePoint now, std::vector<Ev
   if (call->request.op == Op::kHeartbeat && call->request.id == heartbeat_id_) heartbeat_id_ = 0;
   // After bye the session is gone on purpose: no heartbeat may find it missing.
   if (call->request.op == Op::kBye && reply.ok()) session_ok_ = false;
-  TrackReply(*call, reply);
+  TrackReply(*call, reply, now);
+  if (call->request.id == reclaim_id_) FinishReclaim(*call, reply, now, events);
+  if (reply.code == Code::kGrace && session_ok_ && heartbeat_id_ == 0) {
+    next_heartbeat_ = std::min(next_heartbeat_, now);  // learn the new epoch now
+  }
+  if (reply.ok() && reply.epoch && call->request.op != Op::kHello && session_ok_ &&
+      call->sent_session == CurrentSession() && *reply.epoch > epoch_) {
+    OnRestart(*reply.epoch, now);
+  }
 
   call->replied = true;
   call->reply = reply;
@@ -986,7 +1134,7 @@ void Client::Impl::HandleReply(const Reply& reply, TimePoint now, std::vector<Ev
   if (lost_session) LoseSession(now, events);
 }
 
-void Client::Impl::TrackReply(const PendingCall& call, const Reply& reply) {
+void Client::Impl::TrackReply(const PendingCall& call, const Reply& reply, TimePoint now) {
   const Request& r = call.request;
   if (r.op == Op::kAcquire && reply.started) started_[r.owner] = *reply.started;
   if (!reply.ok()) {
@@ -998,10 +1146,17 @@ void Client::Impl::TrackReply(const PendingCall& call, const Reply& reply) {
     case Op::kHold:
     case Op::kUnwait:
       if ((r.op == Op::kHold || reply.granted) && reply.lease) {
-        std::optional<Millis> ttl;
-        if (r.ttl_ms) ttl = Millis{*r.ttl_ms};
-        leases_[*reply.lease] =
-            TrackedLease{r.owner, r.resource, r.mode, reply.token.value_or(0), ttl};
+        TrackedLease lease;
+        lease.owner = r.owner;
+        lease.resource = r.resource;
+        lease.mode = r.mode;
+        lease.token = reply.token.value_or(0);
+        lease.reported = r.op == Op::kHold;
+        if (r.ttl_ms) {
+          lease.ttl = Millis{*r.ttl_ms};
+          if (call.ever_sent) lease.valid_until = call.first_sent + *lease.ttl - options_.safety_margin;
+        }
+        Track(*reply.lease, std::move(lease), now);
       }
       break;
     case Op::kRenew:
@@ -1028,9 +1183,15 @@ void Client::Impl::HandleEvent(Event event, TimePoint now, std::vector<Event>& e
   if (event.seq <= last_seq_) return;  // seen before: resent after a reconnect
   last_seq_ = event.seq;
   switch (event.kind) {
-    case EventKind::kGranted:
-      leases_[event.lease] = TrackedLease{event.owner, event.resource, event.mode, event.token, std::nullopt};
+    case EventKind::kGranted: {
+      TrackedLease lease;
+      lease.owner = event.owner;
+      lease.resource = event.resource;
+      lease.mode = event.mode;
+      lease.token = event.token;
+      Track(event.lease, std::move(lease), now);
       break;
+    }
     case EventKind::kRevoked:
       leases_.erase(event.lease);
       break;
@@ -1039,6 +1200,10 @@ void Client::Impl::HandleEvent(Event event, TimePoint now, std::vector<Event>& e
   }
   if ((event.kind == EventKind::kGranted || event.kind == EventKind::kDenied) && event.id != 0) {
     auto it = calls_.find(event.id);
+    if (it != calls_.end() && it->second->restart_unwait && event.kind == EventKind::kDenied &&
+        event.code == Code::kCancelled) {
+      return;  // the unwait sent at a restart cancelled it: not news, and that unwait's reply decides
+    }
     if (it != calls_.end() && it->second->awaits_event && !it->second->event) {
       std::shared_ptr<PendingCall> call = it->second;
       call->event = event;
@@ -1048,7 +1213,9 @@ void Client::Impl::HandleEvent(Event event, TimePoint now, std::vector<Event>& e
       }
       // Pass the TTL on, so that Renew without one knows it.
       if (event.kind == EventKind::kGranted && call->request.ttl_ms) {
-        leases_[event.lease].ttl = Millis{*call->request.ttl_ms};
+        TrackedLease& lease = leases_[event.lease];
+        lease.ttl = Millis{*call->request.ttl_ms};
+        lease.valid_until = call->grant_bound + *lease.ttl - options_.safety_margin;
       }
       if (call->waiter) {
         if (call->queued) calls_.erase(it);  // else its reply still has to come
@@ -1116,6 +1283,7 @@ void Client::Impl::Tick(TimePoint now, std::vector<std::string>& frames) {
       rehello_due_ = false;
       StartHello(now);
     }
+    if (session_ok_ && reclaim_again_ && reclaim_id_ == 0 && now >= reclaim_at_) StartReclaim(now);
     if (session_ok_ && now >= next_heartbeat_) {
       if (heartbeat_id_ == 0) {  // one at a time: an unanswered one is being resent
         Request heartbeat;
@@ -1226,19 +1394,12 @@ Millis Client::Impl::Jittered(Millis base) {
 void Client::Impl::LoseSession(TimePoint now, std::vector<Event>& events) {
   session_ok_ = false;
   // Whatever the client believed it held is gone with the session.
-  for (const auto& [id, lease] : leases_) {
-    Event revoked;
-    revoked.kind = EventKind::kRevoked;
-    revoked.seq = 0;
-    revoked.lease = id;
-    revoked.owner = lease.owner;
-    revoked.resource = lease.resource;
-    revoked.mode = lease.mode;
-    revoked.token = lease.token;
-    revoked.reason = graph::RevokeReason::kExpired;
-    events.push_back(std::move(revoked));
-  }
+  for (const auto& [id, lease] : leases_) events.push_back(LostEvent(id, lease));
   leases_.clear();
+  // A reclaim out under the old session is dropped below with the other background calls.
+  reclaim_id_ = 0;
+  reclaim_again_ = false;
+  reclaim_cv_.notify_all();
   for (auto it = calls_.begin(); it != calls_.end();) {
     PendingCall& call = *it->second;
     if (call.queued) {
@@ -1274,6 +1435,204 @@ void Client::Impl::StartHello(TimePoint now) {
   hello_id_ = Background(std::move(hello), {}, TimePoint::max());
 }
 
+void Client::Impl::Track(graph::LeaseId id, TrackedLease lease, TimePoint now) {
+  const auto granted_in = static_cast<std::uint32_t>(lease.token >> 40);
+  lease.epoch = std::max(epoch_, granted_in);
+  auto it = leases_.find(id);
+  if (!lease.reported && it != leases_.end() && it->second.token == lease.token) {
+    // The same grant again: it was not renewed by being handed out again.
+    TrackedLease& known = it->second;
+    if (known.valid_until) lease.valid_until = known.valid_until;
+    if (!lease.ttl) lease.ttl = known.ttl;
+    lease.epoch = std::max(lease.epoch, known.epoch);
+    known = std::move(lease);
+    return;
+  }
+  const bool reclaim = !lease.reported && granted_in < epoch_;
+  leases_[id] = std::move(lease);
+  // Granted by a boot before the newest one seen (its reply overtaken by the restart,
+  // or handed over by the unwait sent at it): restored there, awaiting its reclaim.
+  if (reclaim && session_ok_) StartReclaim(now);
+}
+
+Event Client::Impl::LostEvent(graph::LeaseId id, const TrackedLease& lease) {
+  Event revoked;
+  revoked.kind = EventKind::kRevoked;
+  revoked.seq = 0;
+  revoked.lease = id;
+  revoked.owner = lease.owner;
+  revoked.resource = lease.resource;
+  revoked.mode = lease.mode;
+  revoked.token = lease.token;
+  revoked.reason = graph::RevokeReason::kExpired;
+  return revoked;
+}
+
+void Client::Impl::OnRestart(std::uint32_t epoch, TimePoint now) {
+  epoch_ = epoch;
+  // The restarted daemon restored sessions and leases, not waits: an acquire queued
+  // before the restart may wait for an event that never comes. Which it is, only the
+  // daemon knows: the wait may have been queued again by the new daemon (if the
+  // acquire went out again after the restart), or granted before the crash (the grant
+  // journaled, its event lost). An unwait asks: a wait there is cancelled, a lease the
+  // owner holds there is handed to the caller, and otherwise (or once cancelled) the
+  // call fails with GRACE, which Acquire retries. Until then the call waits on.
+  for (auto& [id, entry] : calls_) {
+    std::shared_ptr<PendingCall> call = entry;
+    if (!call->queued || !call->waiter || call->event || call->failure || call->restart_unwait) continue;
+    call->restart_unwait = true;
+    Request unwait;
+    unwait.op = Op::kUnwait;
+    unwait.owner = call->request.owner;
+    unwait.resource = call->request.resource;
+    Background(
+        std::move(unwait),
+        [this, call, epoch](PendingCall&, const Reply& reply) {
+          // A grant that came first completed the call; an abandoned call's own
+          // cancellation collects a grant.
+          if (call->event || call->failure || !calls_.count(call->request.id)) return;
+          if (reply.ok() && reply.granted && reply.lease && reply.token) {
+            Event granted;
+            granted.kind = EventKind::kGranted;
+            granted.id = call->request.id;
+            granted.owner = call->request.owner;
+            granted.resource = call->request.resource;
+            granted.mode = call->request.mode;
+            granted.lease = *reply.lease;
+            granted.token = *reply.token;
+            call->event = std::move(granted);
+            call->grant_bound = call->first_sent;  // granted after the acquire went out: no more is known
+            // Tracked from this reply already (and reclaimed if an earlier boot granted it).
+            TrackedLease& lease = leases_[*reply.lease];
+            if (call->request.ttl_ms && !lease.ttl) {
+              lease.ttl = Millis{*call->request.ttl_ms};
+              lease.valid_until = call->grant_bound + *lease.ttl - options_.safety_margin;
+            }
+          } else {
+            call->failure = Error{Code::kGrace,
+                                  "the daemon restarted (epoch " + std::to_string(epoch) + ") while " +
+                                      call->request.owner + " waited for " + call->request.resource +
+                                      "; waits are not restored",
+                                  nullptr};
+          }
+          calls_.erase(call->request.id);
+          call->cv.notify_all();
+        },
+        now + options_.session_ttl);
+  }
+  StartReclaim(now);
+}
+
+void Client::Impl::StartReclaim(TimePoint now) {
+  if (reclaim_id_ != 0) {
+    reclaim_again_ = true;  // the one out may have reached the previous daemon
+    reclaim_at_ = now;
+    return;
+  }
+  reclaim_again_ = false;
+  // A heartbeat and the reclaim in one batch: the daemon serves both in one turn, so
+  // the heartbeat's epoch names the boot that answered the reclaim (see FinishReclaim).
+  Request heartbeat;
+  heartbeat.op = Op::kHeartbeat;
+  Request reclaim;
+  reclaim.op = Op::kReclaim;
+  reclaim_leases_.clear();
+  for (const auto& [id, lease] : leases_) {
+    if (lease.reported) continue;  // report mode is soft state: never restored
+    reclaim.holds.push_back(protocol::ReclaimItem{lease.owner, lease.resource, lease.mode, lease.token});
+    reclaim_leases_.push_back(id);
+  }
+  if (reclaim.holds.empty()) {
+    reclaim_cv_.notify_all();
+    return;
+  }
+  Request batch;
+  batch.op = Op::kBatch;
+  batch.items.push_back(std::move(heartbeat));
+  batch.items.push_back(std::move(reclaim));
+  reclaim_id_ = Background(std::move(batch), {}, TimePoint::max());
+}
+
+void Client::Impl::FinishReclaim(const PendingCall& call, const Reply& reply, TimePoint now,
+                                 std::vector<Event>& events) {
+  reclaim_id_ = 0;
+  reclaim_cv_.notify_all();
+  static const std::vector<protocol::ReclaimItem> kNoHolds;
+  const auto& holds = call.request.items.size() == 2 ? call.request.items[1].holds : kNoHolds;
+  // Each item names its lease by position. A lease released, revoked or re-granted
+  // meanwhile (another token) is no longer the one claimed: its result says nothing.
+  auto claimed = [&](std::size_t i) {
+    auto it = i < reclaim_leases_.size() ? leases_.find(reclaim_leases_[i]) : leases_.end();
+    return it != leases_.end() && it->second.token == holds[i].token ? it : leases_.end();
+  };
+  auto lose_all = [&] {
+    // Whether the daemon still has them is unknown, and a lease believed held but
+    // not held is the dangerous mistake.
+    for (std::size_t i = 0; i < holds.size(); ++i) {
+      auto it = claimed(i);
+      if (it == leases_.end()) continue;
+      events.push_back(LostEvent(it->first, it->second));
+      leases_.erase(it);
+    }
+  };
+  auto retry_later = [&] {
+    reclaim_again_ = true;  // refused for now, not for good: ask again after a pause
+    reclaim_at_ = now + Jittered(std::max(backoff_, options_.backoff_min));
+  };
+  auto temporary = [](Code code) {
+    return code == Code::kLimit || code == Code::kInternal || code == Code::kTimeout;
+  };
+  if (!reply.ok()) {
+    // The batch as a whole (NOT_LEADER never gets here: it is asked again elsewhere).
+    if (temporary(reply.code)) retry_later();
+    else if (reply.code != Code::kUnknownSession) lose_all();
+    return;
+  }
+  if (reply.results.size() != 2) {
+    lose_all();
+    return;
+  }
+  const Reply& beat = reply.results[0];
+  const Reply& reclaimed = reply.results[1];
+  if (beat.code == Code::kUnknownSession || reclaimed.code == Code::kUnknownSession) {
+    // The session is gone: the next heartbeat finds that out, and loses it with every
+    // lease (not from here: losing a session drops the very call being answered).
+    next_heartbeat_ = now;
+    return;
+  }
+  if (!reclaimed.ok()) {
+    if (temporary(reclaimed.code)) retry_later();
+    else lose_all();
+    return;
+  }
+  const std::uint32_t answered_by = beat.ok() && beat.epoch ? *beat.epoch : 0;  // 0: unknown
+  for (std::size_t i = 0; i < std::min(holds.size(), reclaimed.results.size()); ++i) {
+    auto it = claimed(i);
+    if (it == leases_.end()) continue;
+    TrackedLease& lease = it->second;
+    const Reply& result = reclaimed.results[i];
+    if (!result.ok()) {
+      events.push_back(LostEvent(it->first, lease));
+      leases_.erase(it);
+      continue;
+    }
+    // The daemon restarts a restored lease's TTL when it is reclaimed; reclaiming a
+    // lease that is live already changes nothing. The reply does not say which
+    // happened, but the epoch does: in a boot later than the one that last granted,
+    // renewed or reclaimed the lease, it was restored and awaited this reclaim (a
+    // reclaim answered earlier in that boot would have recorded that boot's epoch).
+    if (result.expires_in_ms && call.ever_sent) {
+      lease.valid_until = call.first_sent + Millis{*result.expires_in_ms} - options_.safety_margin;
+    } else if (answered_by > lease.epoch && lease.ttl && call.ever_sent) {
+      lease.valid_until = call.first_sent + *lease.ttl - options_.safety_margin;
+    }
+    lease.epoch = std::max(lease.epoch, answered_by);
+  }
+  // Answered by a boot later than the one that started it: another restart came
+  // meanwhile. What was granted in between still needs reclaiming there.
+  if (answered_by > epoch_) OnRestart(answered_by, now);
+}
+
 void Client::Impl::InstallSession(const Reply& reply, TimePoint now) {
   if (!reply.session || !reply.secret) return;
   sessions_.push_back(*reply.session);
@@ -1284,6 +1643,7 @@ void Client::Impl::InstallSession(const Reply& reply, TimePoint now) {
                             ? Millis{*reply.heartbeat_ms}
                             : std::max<Millis>(Millis{1}, options_.session_ttl / 3);
   next_heartbeat_ = now + heartbeat_interval_;
+  if (reply.epoch) epoch_ = *reply.epoch;
   last_seq_ = 0;    // a new session numbers its events from the start
   next_scan_ = now;  // calls held back for the session go out now
 }
@@ -1369,6 +1729,7 @@ Result<Lease> Client::Acquire(std::string_view owner, std::string_view resource,
   return impl_->Acquire(owner, resource, mode, ttl, wait, site, started);
 }
 Status Client::Release(const Lease& lease) { return impl_->Release(lease); }
+std::optional<Lease> Client::Held(const Lease& lease) const { return impl_->Held(lease); }
 Result<Lease> Client::Renew(const Lease& lease, std::optional<Millis> ttl) {
   return impl_->Renew(lease, ttl);
 }

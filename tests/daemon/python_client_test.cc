@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <memory>
 
 #include "daemon/daemon_harness.h"
 
@@ -97,6 +98,105 @@ TEST(PythonClient, KilledClientsLeaseExpiresAndTheWaiterGetsALargerToken) {
       milliseconds(3000));
   ASSERT_TRUE(granted.has_value());
   EXPECT_GT(granted->token, held_token);
+}
+
+// The daemon is killed and restarted on its data directory while the Python client
+// holds a lease and has an acquire queued: it reclaims the lease (renew answered GRACE
+// reclaims first), retries GRACE within an acquire's wait, and asks a queued acquire
+// again. b's lease is never reclaimed, so the grace lasts its 2 s TTL.
+constexpr const char* kRestartScript = R"PY(
+import json, os, sys, threading, time
+sys.path.insert(0, sys.argv[1] + "/client/python")
+import lockgraph
+
+endpoint, go = sys.argv[2], sys.argv[3]
+def say(**kw):
+    print(json.dumps(kw), flush=True)
+with lockgraph.Client([endpoint], client_name="python-restart", session_ttl_ms=3000,
+                      request_timeout_ms=3000) as c:
+    mine = c.acquire("t1", "mine", ttl_ms=1500)
+    queued = {}
+    def wait_for_b():
+        try:
+            queued["lease"] = c.acquire("q", "held-by-b", ttl_ms=1000, wait_ms=8000)
+        except lockgraph.LockgraphError as e:
+            queued["error"] = e
+    t = threading.Thread(target=wait_for_b)
+    t.start()
+    say(step="holding", token=str(mine.token), epoch=c.epoch)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    renewed = c.renew(mine, ttl_ms=5000)
+    held = c.held(mine)
+    say(step="renewed", same_token=renewed.token == mine.token, held=held is not None,
+        later=held is not None and held.valid_until > mine.valid_until)
+    start = time.monotonic()
+    try:
+        c.acquire("t2", "fresh", ttl_ms=1000, wait_ms=150)
+        say(step="short", code="granted")
+    except lockgraph.LockgraphError as e:
+        say(step="short", code=e.code, retried="attempt" in e.message,
+            ms=int((time.monotonic() - start) * 1000))
+    fresh = c.acquire("t3", "fresh", ttl_ms=1000, wait_ms=6000)
+    say(step="granted", new_epoch=fresh.token >> 40 > mine.token >> 40,
+        ms=int((time.monotonic() - start) * 1000))
+    t.join()
+    q = queued.get("lease")
+    say(step="queued", ok=q is not None, token=str(q.token) if q else "",
+        error=str(queued.get("error", "")))
+    say(step="done", still_held=c.held(mine) is not None, epoch=c.epoch)
+)PY";
+
+TEST(PythonClient, ReclaimsAfterARestartAndRetriesGrace) {
+  auto daemon = std::make_unique<Daemon>(std::vector<std::string>{"--fsync", "interval"});
+  ASSERT_FALSE(daemon->endpoint().empty()) << daemon->process().Output();
+  const std::string endpoint = daemon->endpoint();
+  const std::string dir = daemon->data_dir();
+  zmq::context_t ctx;
+  RawClient b(ctx, endpoint, Encoding::kBinary);
+  ASSERT_TRUE(b.Hello(10'000).ok());
+  auto lb = b.Call(AcquireReq("other", "held-by-b", Mode::kExclusive, 0, 2000));
+  ASSERT_TRUE(lb && lb->granted);
+
+  const std::string script = ::testing::TempDir() + "/lockgraph_python_restart_test.py";
+  const std::string go = ::testing::TempDir() + "/lockgraph_python_restart_test.go." + std::to_string(getpid());
+  std::remove(go.c_str());
+  FILE* f = std::fopen(script.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs(kRestartScript, f);
+  std::fclose(f);
+  Process py({"/usr/bin/python3", script, LOCKGRAPH_SOURCE_DIR, endpoint, go});
+  ASSERT_TRUE(py.WaitForOutput("\"step\": \"holding\"", milliseconds(10'000))) << py.Output();
+  // The queued acquire shows in the graph before the daemon dies.
+  const auto deadline = Clock::now() + milliseconds(10'000);
+  bool queued = false;
+  while (!queued && Clock::now() < deadline) {
+    auto g = b.Call(QueryReq(protocol::Op::kGraph));
+    queued = g && g->listing_json.find("\"waits\":[{") != std::string::npos;
+    if (!queued) py.WaitForOutput("\"step\": \"renewed\"", milliseconds(20));
+  }
+  ASSERT_TRUE(queued) << py.Output();
+
+  daemon->process().Signal(SIGKILL);
+  ASSERT_TRUE(daemon->process().Exited(milliseconds(5000)));
+  daemon = std::make_unique<Daemon>(std::vector<std::string>{"--fsync", "interval", "--listen", endpoint}, dir);
+  ASSERT_TRUE(daemon->process().WaitForOutput("listening on " + endpoint, milliseconds(10'000)))
+      << daemon->process().Output();
+  FILE* g = std::fopen(go.c_str(), "w");
+  ASSERT_NE(g, nullptr);
+  std::fclose(g);
+
+  ASSERT_TRUE(py.Exited(milliseconds(20'000))) << py.Output();
+  std::remove(go.c_str());
+  const std::string out = py.Output();
+  EXPECT_EQ(py.exit_code(), 0) << out;
+  EXPECT_NE(out.find(R"("step": "renewed", "same_token": true, "held": true, "later": true)"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find(R"("step": "short", "code": "GRACE", "retried": true)"), std::string::npos) << out;
+  EXPECT_NE(out.find(R"("step": "granted", "new_epoch": true)"), std::string::npos) << out;
+  EXPECT_NE(out.find(R"("step": "queued", "ok": true)"), std::string::npos) << out;
+  EXPECT_NE(out.find(R"("step": "done", "still_held": true)"), std::string::npos) << out;
 }
 
 TEST(PythonClient, ScriptHelpWorks) {

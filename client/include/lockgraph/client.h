@@ -18,6 +18,41 @@
 // ClientOptions::request_timeout for its reply; a queued Acquire waits at most its
 // `wait` (plus request_timeout) for its grant, then cancels itself.
 //
+// Restarts. lockgraphd journals what it does and, when it starts again (or another
+// daemon takes over), restores the sessions and the arbitrate leases (same ids, same
+// tokens) and serves a grace period in which holders reclaim what they hold
+// (PROTOCOL.md "Grace after a restart or fail-over"). The client does this by itself:
+//   - It remembers the daemon's epoch from its hello. When a reply (every heartbeat
+//     reply carries it) shows a larger one, the daemon has restarted: the client sends
+//     one `reclaim` naming every arbitrate lease it holds (owner, resource, mode,
+//     token), in a batch behind a heartbeat (whose epoch tells which boot answered).
+//     A reclaimed lease stays; when that boot had restored it (the daemon restarts the
+//     TTL of a restored lease at its reclaim), its advisory valid_until (see Held)
+//     starts again from the send time of the reclaim. A refused one (NOT_OWNER:
+//     expired, revoked, or not restored) is lost: it gets the same synthetic `revoked`
+//     event (seq 0, reason expired) as the leases of a lost session, and the client
+//     stops tracking it. A reclaim refused as a whole is retried later when the
+//     refusal is temporary (LIMIT, INTERNAL), else its leases are reported lost the
+//     same way. Report-mode holds (Hold) are soft state: the
+//     daemon does not restore them and the client does not reclaim them.
+//   - Any GRACE reply brings the next heartbeat forward, so the restart is noticed, and
+//     the reclaim sent, at once.
+//   - Acquire treats GRACE as "ask again": it backs off (exponential with jitter,
+//     between backoff_min and backoff_max) and retries until its budget runs out — its
+//     `wait` when positive (each retry queues for what is left of it), request_timeout
+//     for a try (wait 0), no limit for wait < 0 — then returns the GRACE error. Waits do
+//     not survive a restart: an acquire queued before it asks the daemon (unwait) what
+//     became of its wait; a lease the owner holds there (granted before the crash)
+//     completes it, otherwise it is retried the same way.
+//   - Renew of a lease that awaits its reclaim is answered GRACE: the client reclaims
+//     first (within request_timeout), then renews once more and returns that answer.
+//   - Only arbitrate leases are restored. A session the daemon does not know after the
+//     restart (it was never journaled) is lost as usual: UNKNOWN_SESSION, a `revoked`
+//     event for every lease, a new hello.
+// A restored lease may outlive the TTL it had when the daemon stopped (the daemon
+// cannot renew a lease while it is down, so it gives every holder the grace to
+// reclaim): as always, only the fencing token makes using it safe.
+//
 // Recording. When ClientOptions::record_path is non-empty, or else the environment
 // variable LOCKGRAPH_RECORD names a file, the client appends a trace of what its
 // owners did to that file, so that a project's own test suite produces traces for
@@ -162,13 +197,22 @@ class Client {
   // ---- arbitrate mode
   // wait: 0 tries once (kTimeout if busy), a positive time queues that long, a
   // negative one queues forever (the call still returns by request_timeout after
-  // the daemon stops answering). `started` from an earlier attempt keeps the
-  // owner's age across retries; the result carries the owner's `started`.
+  // the daemon stops answering). GRACE is retried within that budget (see
+  // "Restarts"). `started` from an earlier attempt keeps the owner's age across
+  // retries; the result carries the owner's `started`.
   Result<Lease> Acquire(std::string_view owner, std::string_view resource, Mode mode, Millis ttl,
                         Millis wait, std::string_view site = {},
                         std::optional<std::int64_t> started = std::nullopt);
   Status Release(const Lease& lease);
+  // Renews the lease (its TTL restarts); the result carries the new valid_until.
+  // Answered GRACE after a restart, it reclaims first and renews once more (see
+  // "Restarts").
   Result<Lease> Renew(const Lease& lease, std::optional<Millis> ttl = std::nullopt);
+  // `lease` as the client holds it now, with valid_until brought up to date by
+  // renewals and by the reclaim after a restart; nullopt once the client no longer
+  // holds it (released, revoked, refused at reclaim, lost with its session) or holds
+  // it under another token. Offline: a reported lease as given, else nullopt.
+  std::optional<Lease> Held(const Lease& lease) const;
   // The owner's `started` as last returned by the daemon, if known.
   std::optional<std::int64_t> Started(std::string_view owner) const;
 
