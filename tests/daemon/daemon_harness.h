@@ -20,6 +20,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
+
 #include "lockgraph/protocol.h"
 
 namespace lockgraph::testing {
@@ -261,6 +264,14 @@ class RawClient {
   std::deque<protocol::Event> events_;
   std::vector<std::string> undecodable_;
 };
+
+// A whole file, bytes as they are ("" when it cannot be read).
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
 
 inline protocol::Request AcquireReq(const std::string& owner, const std::string& resource, graph::Mode mode,
                                     std::int64_t wait_ms, std::int64_t ttl_ms = 5000) {

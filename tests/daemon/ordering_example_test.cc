@@ -41,12 +41,7 @@ CtlResult CheckOrder(const std::vector<std::string>& files, const std::vector<st
   return run;
 }
 
-std::string ReadSource(const std::string& path) {
-  std::ifstream in(kSource + "/" + path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string ReadSource(const std::string& path) { return ReadFile(kSource + "/" + path); }
 
 std::size_t Count(const std::string& text, const std::string& what) {
   std::size_t n = 0;

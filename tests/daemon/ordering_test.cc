@@ -31,13 +31,6 @@ std::string WriteFile(const std::string& name, const std::string& text) {
   return path;
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 protocol::Request Acquire(const std::string& owner, const std::string& resource, const std::string& site) {
   protocol::Request r = AcquireReq(owner, resource, Mode::kExclusive, -1);
   r.site = site;
