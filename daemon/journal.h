@@ -144,6 +144,11 @@ class JournalWriter {
   std::uint64_t bytes() const { return bytes_; }
   std::uint64_t syncs() const { return syncs_; }
 
+  // For a background syncer (fsync `interval`): the file descriptor, which stays
+  // open until the writer is destroyed; fdatasync on it from another thread is safe
+  // while this one writes.
+  int fd() const { return fd_; }
+
  private:
   int fd_ = -1;
   std::string path_;

@@ -1,13 +1,17 @@
 #include "server.h"
 
+#include <unistd.h>
+
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <filesystem>
 #include <random>
+#include <thread>
 #include <unordered_map>
 #include <zmq.hpp>
 
@@ -57,6 +61,8 @@ class Server::Impl {
     limits_.max_batch_items = config_.max_batch_items;
     RestoreOrder();
   }
+
+  ~Impl() { StopSyncer(); }
 
   std::string Bind();
   void Run(const std::atomic<bool>& stop);
@@ -155,7 +161,19 @@ class Server::Impl {
   std::uint64_t saved_order_version_ = 0;
   JournalWriter journal_;
   std::uint64_t boot_id_ = 0;
-  std::chrono::steady_clock::time_point last_sync_ = std::chrono::steady_clock::now();
+  // fsync `interval`: a thread of its own fsyncs the journal every interval, so the
+  // loop never waits for the disk. It shares only the file descriptor and counters.
+  std::thread syncer_;
+  std::atomic<bool> syncer_stop_{false};
+  std::atomic<std::uint64_t> written_{0};
+  std::atomic<std::uint64_t> synced_{0};
+  std::atomic<bool> sync_failed_{false};
+  std::atomic<std::uint64_t> background_syncs_{0};
+  void RunSyncer();
+  void StopSyncer() {
+    syncer_stop_.store(true);
+    if (syncer_.joinable()) syncer_.join();
+  }
   bool journal_failed_ = false;
   // Messages of the current loop turn, waiting for its journal records (FinishTurn).
   std::vector<std::pair<std::string, std::string>> deferred_;
@@ -232,9 +250,6 @@ void Server::Impl::Run(const std::atomic<bool>& stop) {
     const graph::TimeUs deadline = core_.NextDeadline();
     long timeout_ms = 100;
     if (deadline != graph::kNever) timeout_ms = std::clamp<long>((deadline - now + 999) / 1000, 0, 100);
-    if (config_.fsync == FsyncPolicy::kInterval && journal_.unsynced()) {
-      timeout_ms = std::min<long>(timeout_ms, config_.fsync_interval_ms);
-    }
     try {
       zmq::poll(items, 1, std::chrono::milliseconds(timeout_ms));
     } catch (const zmq::error_t& e) {
@@ -257,6 +272,7 @@ void Server::Impl::Run(const std::atomic<bool>& stop) {
   }
   receive_all();
   FinishTurn();
+  StopSyncer();
   if (std::string err = journal_.Sync(); !err.empty()) spdlog::error("journal: {}", err);
   SaveOrderIfChanged(/*force=*/true);
 }
@@ -363,6 +379,7 @@ std::string Server::Impl::OpenJournal() {
   journal_.Append(r);
   if (std::string err = journal_.Sync(); !err.empty()) return err;
   spdlog::info("journal {} (fsync {})", journal_.path(), FsyncPolicyName(config_.fsync));
+  if (config_.fsync == FsyncPolicy::kInterval) syncer_ = std::thread([this] { RunSyncer(); });
   if (point && !point->sessions.empty()) {
     // Grace: at least the longest restored TTL, so that no lease a client may still
     // be using passes to someone else before its holder could have reclaimed it.
@@ -419,21 +436,32 @@ void Server::Impl::PruneJournal(const std::vector<std::string>& segments) {
   }
 }
 
+void Server::Impl::RunSyncer() {
+  const auto interval = std::chrono::milliseconds(config_.fsync_interval_ms);
+  while (!syncer_stop_.load(std::memory_order_relaxed)) {
+    std::this_thread::sleep_for(interval);
+    const std::uint64_t written = written_.load(std::memory_order_acquire);
+    if (written == synced_.load(std::memory_order_relaxed)) continue;
+    if (::fdatasync(journal_.fd()) != 0) {
+      sync_failed_.store(true, std::memory_order_relaxed);
+      continue;
+    }
+    synced_.store(written, std::memory_order_release);
+    background_syncs_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
 void Server::Impl::FinishTurn() {
   if (!journal_.is_open()) return;
   std::string err;
-  const auto now = std::chrono::steady_clock::now();
   switch (config_.fsync) {
     case FsyncPolicy::kAlways:
       if (journal_.unsynced()) err = journal_.Sync();
       break;
     case FsyncPolicy::kInterval:
       err = journal_.Write();
-      if (err.empty() && journal_.unsynced() &&
-          now - last_sync_ >= std::chrono::milliseconds(config_.fsync_interval_ms)) {
-        err = journal_.Sync();
-        last_sync_ = now;
-      }
+      written_.store(journal_.bytes(), std::memory_order_release);
+      if (sync_failed_.load(std::memory_order_relaxed) && err.empty()) err = "fdatasync failed in the syncer";
       break;
     case FsyncPolicy::kNever:
       err = journal_.Write();
@@ -987,7 +1015,7 @@ std::string Server::Impl::StatsJson() {
   Key(w, "fsync");
   Str(w, std::string(FsyncPolicyName(config_.fsync)));
   num("bytes", journal_.bytes());
-  num("syncs", journal_.syncs());
+  num("syncs", journal_.syncs() + background_syncs_.load(std::memory_order_relaxed));
   Key(w, "failed");
   w.Bool(journal_failed_);
   w.EndObject();

@@ -119,10 +119,12 @@ class Daemon {
  public:
   // A fresh data directory unless `data_dir` names one (to restart on it).
   explicit Daemon(std::vector<std::string> extra_args = {}, std::string data_dir = "") {
-    static int counter = 0;
-    data_dir_ = !data_dir.empty() ? data_dir
-                                  : ::testing::TempDir() + "/lockgraphd." + std::to_string(getpid()) + "." +
-                                        std::to_string(++counter);
+    // A directory of its own (mkdtemp): a reused pid must not find an old journal.
+    data_dir_ = data_dir;
+    if (data_dir_.empty()) {
+      std::string tmpl = ::testing::TempDir() + "/lockgraphd.XXXXXX";
+      if (mkdtemp(tmpl.data()) != nullptr) data_dir_ = tmpl;
+    }
     std::vector<std::string> argv = {LOCKGRAPHD_PATH, "--listen", "tcp://127.0.0.1:*", "--log-level", "warn",
                                      "--data-dir", data_dir_};
     argv.insert(argv.end(), extra_args.begin(), extra_args.end());

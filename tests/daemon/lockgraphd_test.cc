@@ -500,6 +500,7 @@ TEST(LockgraphdProcess, TokensKeepIncreasingAcrossRestarts) {
 
 TEST(LockgraphdProcess, CorruptEpochFileStopsTheDaemon) {
   const std::string dir = ::testing::TempDir() + "/lockgraphd.corrupt." + std::to_string(getpid());
+  std::filesystem::remove_all(dir);  // a reused pid must not find an old run's files
   std::filesystem::create_directories(dir);
   FILE* f = std::fopen((dir + "/epoch").c_str(), "w");
   std::fputs("seven\n", f);
@@ -520,8 +521,9 @@ TEST(LockgraphdProcess, HelpAndBadFlags) {
   ASSERT_TRUE(bad.Exited(milliseconds(5000)));
   EXPECT_NE(bad.exit_code(), 0);
   EXPECT_NE(bad.Output().find("oldest"), std::string::npos) << bad.Output();
-  Process busy({LOCKGRAPHD_PATH, "--listen", "tcp://256.0.0.1:1", "--data-dir",
-                ::testing::TempDir() + "/lockgraphd_test.busy." + std::to_string(getpid())});
+  const std::string busy_dir = ::testing::TempDir() + "/lockgraphd_test.busy." + std::to_string(getpid());
+  std::filesystem::remove_all(busy_dir);
+  Process busy({LOCKGRAPHD_PATH, "--listen", "tcp://256.0.0.1:1", "--data-dir", busy_dir});
   ASSERT_TRUE(busy.Exited(milliseconds(5000)));
   EXPECT_NE(busy.exit_code(), 0);
   EXPECT_NE(busy.Output().find("cannot listen"), std::string::npos) << busy.Output();
@@ -630,6 +632,7 @@ namespace {
 // a restart replays it.
 TEST(LockgraphdProcess, OldJournalSegmentsArePrunedTheLastIsKept) {
   const std::string dir = ::testing::TempDir() + "/lockgraphd_test.prune." + std::to_string(getpid());
+  std::filesystem::remove_all(dir);
   const std::string config = dir + ".toml";
   FILE* f = std::fopen(config.c_str(), "w");
   std::fputs("[journal]\nkeep_mb = 0\n", f);

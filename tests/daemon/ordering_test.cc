@@ -19,10 +19,13 @@ using graph::Mode;
 using protocol::Encoding;
 using protocol::Op;
 
+// A fresh path: whatever an earlier run with the same pid left there is removed.
 std::string TempPath(const std::string& name) {
   static int counter = 0;
-  return ::testing::TempDir() + "/ordering_test." + std::to_string(getpid()) + "." + std::to_string(++counter) +
-         "." + name;
+  const std::string path = ::testing::TempDir() + "/ordering_test." + std::to_string(getpid()) + "." +
+                           std::to_string(++counter) + "." + name;
+  std::filesystem::remove_all(path);
+  return path;
 }
 
 std::string WriteFile(const std::string& name, const std::string& text) {
