@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <boost/crc.hpp>
-#include <cereal/archives/portable_binary.hpp>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -68,40 +68,62 @@ struct Bad {
   std::string what;
 };
 
-// The kind byte leads the payload, outside cereal's archive (whose own first byte,
-// its byte order, follows), so that the payload is what journal.h's grammar says.
-// Written little-endian on every host.
+// The kind byte leads the payload, then cereal's portable binary archive: its byte
+// order marker (1: little-endian), then every number little-endian and every string
+// as a u64 size and its bytes — the bytes cereal's PortableBinaryOutputArchive with
+// Options::LittleEndian() writes (journal_test checks it against cereal itself),
+// appended straight to a string: every request the daemon serves is journaled, and
+// a stream per record cost more than the rest of the work.
 class Out {
  public:
-  explicit Out(RecordKind kind)
-      : stream_(std::string(1, static_cast<char>(kind)), std::ios::ate),
-        ar_(stream_, cereal::PortableBinaryOutputArchive::Options::LittleEndian()) {}
-  void U8(std::uint8_t v) { ar_(v); }
-  void U32(std::uint32_t v) { ar_(v); }
-  void U64(std::uint64_t v) { ar_(v); }
-  void I64(std::int64_t v) { ar_(v); }
-  void I32(std::int32_t v) { ar_(v); }
+  explicit Out(RecordKind kind) {
+    out_.reserve(64);
+    out_.push_back(static_cast<char>(kind));
+    out_.push_back(1);
+  }
+  void U8(std::uint8_t v) { Put(v); }
+  void U32(std::uint32_t v) { Put(v); }
+  void U64(std::uint64_t v) { Put(v); }
+  void I64(std::int64_t v) { Put(v); }
+  void I32(std::int32_t v) { Put(v); }
   void Bool(bool v) { U8(v ? 1 : 0); }
   void Str(const std::string& s) {
     U64(s.size());
-    ar_(cereal::binary_data(s.data(), s.size()));
+    out_.append(s);
   }
   template <typename T, typename F>
   void Opt(const std::optional<T>& v, F&& write) {
     Bool(v.has_value());
     if (v) write(*v);
   }
-  std::string Take() { return stream_.str(); }
+  std::string Take() { return std::move(out_); }
 
  private:
-  std::ostringstream stream_;
-  cereal::PortableBinaryOutputArchive ar_;
+  template <typename T>
+  void Put(T v) {
+    char bytes[sizeof(T)];
+    std::memcpy(bytes, &v, sizeof(T));
+    if constexpr (std::endian::native != std::endian::little) std::reverse(bytes, bytes + sizeof(T));
+    out_.append(bytes, sizeof(T));
+  }
+  std::string out_;
 };
 
+// Reads what Out wrote: the kind byte, cereal's byte-order byte, then cereal's
+// portable binary layout (fixed-size numbers in the writer's byte order, strings as
+// a u64 size and the bytes). Read in place, with every length checked against what
+// the record holds before anything is allocated: restarts read millions of records,
+// and cereal's stream machinery cost more than the rest of the replay.
 class In {
  public:
-  explicit In(std::string_view data)
-      : buf_(data), stream_(&buf_), size_(data.size()), kind_(Lead(stream_)), ar_(stream_) {}
+  explicit In(std::string_view data) : data_(data) {
+    if (data_.size() < 2) throw Bad{"the record ends early (no kind and byte order)"};
+    kind_ = static_cast<std::uint8_t>(data_[0]);
+    const auto order = static_cast<std::uint8_t>(data_[1]);
+    if (order > 1) throw Bad{"unknown byte order " + std::to_string(order)};
+    swap_ = (order == 1) != (std::endian::native == std::endian::little);
+    at_ = 2;
+  }
   std::uint8_t kind() const { return kind_; }
   std::uint8_t U8() { return Get<std::uint8_t>(); }
   std::uint32_t U32() { return Get<std::uint32_t>(); }
@@ -116,8 +138,8 @@ class In {
   std::string Str() {
     const std::uint64_t n = U64();
     if (n > Left()) throw Bad{"a string claims " + std::to_string(n) + " bytes, more than the record holds"};
-    std::string s(n, '\0');
-    ar_(cereal::binary_data(s.data(), n));
+    std::string s(data_.substr(at_, n));
+    at_ += n;
     return s;
   }
   // A count of elements of at least `min_bytes` each.
@@ -138,50 +160,27 @@ class In {
     return read();
   }
   void End() {
-    if (stream_.peek() != std::char_traits<char>::eof()) throw Bad{"bytes after the record's body"};
+    if (at_ != data_.size()) throw Bad{"bytes after the record's body"};
   }
 
  private:
   template <typename T>
   T Get() {
-    T v{};
-    ar_(v);
+    if (Left() < sizeof(T)) throw Bad{"the record ends early"};
+    unsigned char bytes[sizeof(T)];
+    std::memcpy(bytes, data_.data() + at_, sizeof(T));
+    at_ += sizeof(T);
+    if (swap_) std::reverse(bytes, bytes + sizeof(T));
+    T v;
+    std::memcpy(&v, bytes, sizeof(T));
     return v;
   }
-  std::size_t Left() {
-    const auto at = stream_.tellg();
-    return at < 0 ? 0 : size_ - static_cast<std::size_t>(at);
-  }
-  // The kind byte; checks that cereal's byte-order byte after it is one cereal writes
-  // (1 little-endian, 0 big) rather than reading a damaged record byte-swapped.
-  static std::uint8_t Lead(std::istream& s) {
-    const int kind = s.get();
-    const int order = s.peek();
-    if (kind == std::char_traits<char>::eof() || order == std::char_traits<char>::eof()) {
-      throw Bad{"the record ends early (no kind and byte order)"};
-    }
-    if (order > 1) throw Bad{"unknown byte order " + std::to_string(order)};
-    return static_cast<std::uint8_t>(kind);
-  }
-  // Reads the payload in place: no copy per record.
-  class ViewBuf : public std::streambuf {
-   public:
-    explicit ViewBuf(std::string_view d) {
-      char* p = const_cast<char*>(d.data());  // only read
-      setg(p, p, p + d.size());
-    }
+  std::size_t Left() const { return data_.size() - at_; }
 
-   protected:
-    pos_type seekoff(off_type off, std::ios_base::seekdir dir, std::ios_base::openmode) override {
-      if (off != 0 || dir != std::ios_base::cur) return pos_type(off_type(-1));
-      return pos_type(gptr() - eback());
-    }
-  };
-  ViewBuf buf_;
-  std::istream stream_;
-  std::size_t size_;
-  std::uint8_t kind_;
-  cereal::PortableBinaryInputArchive ar_;
+  std::string_view data_;
+  std::size_t at_ = 0;
+  std::uint8_t kind_ = 0;
+  bool swap_ = false;
 };
 
 constexpr unsigned kMaxMode = static_cast<unsigned>(graph::Mode::kExclusive);

@@ -126,7 +126,7 @@ class Server::Impl {
   void SaveOrderIfChanged(bool force = false);
   std::string OrderJson();
   // Applies a command to the core at the monotonic clock's now and journals it.
-  graph::Effects Core(const graph::Command& command);
+  graph::Effects Core(graph::Command command);
   // Opens this boot's journal segment after checking the previous one's tail.
   std::string OpenJournal();
   // Removes segments of earlier boots beyond journal_keep_mb / journal_keep_days.
@@ -279,13 +279,13 @@ void Server::Impl::Run(const std::atomic<bool>& stop) {
 
 // ------------------------------------------------------------------ journal
 
-graph::Effects Server::Impl::Core(const graph::Command& command) {
+graph::Effects Server::Impl::Core(graph::Command command) {
   const graph::TimeUs now = MonotonicNowUs();
   graph::Effects effects = core_.Apply(command, now);
   // An error changes nothing but the time (DEADLOCK excepted: the requester is the
   // victim), so it is journaled as the Tick it amounts to: replay stays exact and
   // refused secrets stay out of the journal.
-  if (effects.reply.ok() || effects.reply.code == graph::Code::kDeadlock) Journal(command, now);
+  if (effects.reply.ok() || effects.reply.code == graph::Code::kDeadlock) Journal(std::move(command), now);
   else Journal(graph::Tick{}, now);
   return effects;
 }
@@ -400,7 +400,7 @@ std::string Server::Impl::OpenJournal() {
         if (i < sessions) chunk.sessions.push_back(std::move(point->sessions[i]));
         else chunk.leases.push_back(std::move(point->leases[i - sessions]));
       }
-      graph::Effects fx = Core(chunk);
+      graph::Effects fx = Core(std::move(chunk));
       if (!fx.reply.ok()) return "cannot restore from " + previous + ": " + fx.reply.message;
       journal_.Write();
     }

@@ -25,6 +25,8 @@
 // The mutation fuzzer's seed is kFuzzSeed; a failure names the payload and iteration.
 #include "journal.h"
 
+#include <cereal/archives/portable_binary.hpp>
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <rapidcheck.h>
@@ -1471,6 +1473,45 @@ TEST(JournalWriterTest, FsyncPolicyNames) {
   EXPECT_EQ(FsyncPolicyName(FsyncPolicy::kNever), "never");
   EXPECT_FALSE(ParseFsyncPolicy("Always").has_value());
   EXPECT_FALSE(ParseFsyncPolicy("").has_value());
+}
+
+// The payload is cereal's portable binary archive after the kind byte: what the
+// journal writes by hand is byte for byte what cereal writes for the same values.
+TEST(JournalPayloadTest, BytesAreCerealsPortableBinary) {
+  JournalRecord r;
+  r.boot = 0x0102030405060708ULL;
+  r.wall_us = -5;
+  r.now_us = 1'795'700'000'000'000;
+  graph::Acquire a;
+  a.auth = {"s1", ""};
+  a.request_id = 42;
+  a.owner = "tx\0one";
+  a.resource = "account:7";
+  a.mode = graph::Mode::kShared;
+  a.ttl_ms = 30'000;
+  a.wait_ms = -1;
+  a.site = "";
+  a.started = 77;
+  r.body = graph::Command{a};
+  std::ostringstream expected;
+  expected.put(static_cast<char>(RecordKind::kCommand));
+  {
+    cereal::PortableBinaryOutputArchive ar(expected, cereal::PortableBinaryOutputArchive::Options::LittleEndian());
+    auto str = [&](const std::string& v) {
+      ar(static_cast<std::uint64_t>(v.size()));
+      ar(cereal::binary_data(v.data(), v.size()));
+    };
+    ar(r.boot, r.wall_us, r.now_us, std::uint8_t{3});
+    str(a.auth.session);
+    str(a.auth.secret);
+    ar(a.request_id);
+    str(a.owner);
+    str(a.resource);
+    ar(std::uint8_t{0}, a.ttl_ms, a.wait_ms);
+    str(a.site);
+    ar(std::uint8_t{1}, std::int64_t{77});
+  }
+  EXPECT_EQ(EncodePayload(r), expected.str());
 }
 
 }  // namespace
