@@ -1955,6 +1955,9 @@ void Coordinator::Impl::DoRestore(const Restore& c, Reply& r) {
     lease.revoked = x.revoked;
     lease.expires = now_ + grace_us;  // unless reclaimed, it ends with the grace
     lease_timers_.Set(l, lease.expires);
+    // A lease revoked before the restart still passes to its waiters at the latest
+    // when the grace ends (its victim cannot reclaim it).
+    if (x.revoked) handover_timers_.Set(l, lease.expires);
     ++awaiting_;
     --stats_.grants;  // restored, not granted
     ++stats_.restored_leases;

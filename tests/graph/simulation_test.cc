@@ -81,7 +81,9 @@ class Sim {
         steps_(steps),
         arbitrate_only_(arbitrate_only),
         harness_(MakeConfig(), HarnessOptions{.arbitrate_only = arbitrate_only,
-                                              .trace_tail = TraceTail()}) {}
+                                              .trace_tail = TraceTail()}) {
+    if (seed % 4 == 0) shadow_ = std::make_unique<Coordinator>(MakeConfig(), 1);
+  }
 
   SimResult Run() {
     for (int s = 0; s < kSessionCount; ++s) {
@@ -163,8 +165,54 @@ class Sim {
 
   Effects Do(const Command& command) {
     Effects fx = harness_.Apply(command, now_);
+    if (shadow_ && !harness_.failed()) CheckReplay(command, fx);
     Route(fx.events);
     return fx;
+  }
+
+  // The journal's premise: the same commands at the same times give the same
+  // effects. A second coordinator, fed what the first one was fed, must answer
+  // alike, step by step (every fourth seed; a twin run costs time).
+  void CheckReplay(const Command& command, const Effects& fx) {
+    const Effects twin = shadow_->Apply(command, now_);
+    const std::string a = testing::Describe(fx), b = testing::Describe(twin);
+    if (a != b) {
+      harness_.Fail("replaying the same command gave other effects:\n    live:   " + a + "\n    replay: " + b);
+      return;
+    }
+    if (++since_restore_check_ >= 997) {
+      since_restore_check_ = 0;
+      CheckRestore();
+    }
+  }
+
+  // What a restart would restore is what is held: every arbitrate lease with its id,
+  // token, owner, resource and mode, and every session.
+  void CheckRestore() {
+    Coordinator& live = harness_.coordinator();
+    Restore point = live.RestorePoint();
+    point.grace_ms = 1000;
+    Coordinator restored(MakeConfig(), live.epoch() + 1);
+    const Effects fx = restored.Apply(point, now_);
+    if (!fx.reply.ok()) {
+      harness_.Fail("restoring the restore point failed: " + testing::Describe(fx));
+      return;
+    }
+    auto held = [](const Coordinator& c) {
+      std::vector<std::string> out;
+      for (const LeaseInfo& l : c.Leases()) {
+        if (l.reported) continue;
+        out.push_back(std::to_string(l.lease) + " " + std::to_string(l.token) + " " + l.session + "/" + l.owner +
+                      " " + l.resource + " " + std::string(ModeName(l.mode)) + (l.revoked ? " revoked" : ""));
+      }
+      return out;
+    };
+    if (held(live) != held(restored) || live.Sessions() != restored.Sessions()) {
+      harness_.Fail("a restore does not give back the leases and sessions held");
+    }
+    if (const std::string bad = restored.CheckInvariants(); !bad.empty()) {
+      harness_.Fail("the restored coordinator is inconsistent: " + bad);
+    }
   }
 
   bool Live(const std::string& session) const {
@@ -703,6 +751,8 @@ class Sim {
   int steps_;
   bool arbitrate_only_;
   Harness harness_;
+  std::unique_ptr<Coordinator> shadow_;  // fed the same commands (replay check)
+  int since_restore_check_ = 0;
   TimeUs now_ = kStart;
   bool draining_ = false;
   std::vector<Session> sessions_;
