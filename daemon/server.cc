@@ -770,10 +770,11 @@ protocol::Reply Server::Impl::Dispatch(const protocol::Request& req, Encoding en
       for (const protocol::ReclaimItem& h : req.holds) c.items.push_back({h.owner, h.resource, h.mode, h.token});
       graph::Effects effects = Core(c);
       reply = FromCore(effects.reply, req.id);
-      for (const auto& [code, message] : effects.reply.items) {
+      for (const graph::Reply::ItemResult& x : effects.reply.items) {
         protocol::Reply item;
-        item.code = code;
-        item.message = message;
+        item.code = x.code;
+        item.message = x.message;
+        if (x.code == graph::Code::kOk) item.expires_in_ms = x.expires_in_ms;
         reply.results.push_back(std::move(item));
       }
       Deliver(effects.events);

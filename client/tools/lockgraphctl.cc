@@ -577,7 +577,7 @@ class History {
         if (!Concerns(who, item.resource)) continue;
         std::string outcome = Code(reply.code);
         if (i < reply.items.size()) {
-          outcome = Code(reply.items[i].first) + (reply.items[i].second.empty() ? "" : ": " + reply.items[i].second);
+          outcome = Code(reply.items[i].code) + (reply.items[i].message.empty() ? "" : ": " + reply.items[i].message);
         }
         Line(who + " reclaim " + Mode(item.mode) + " " + item.resource + " (token " + std::to_string(item.token) +
              "): " + outcome);

@@ -1494,8 +1494,11 @@ void Coordinator::Impl::DoAcquire(const Acquire& c, Reply& r) {
   std::uint32_t o = FindOwner(s, c.owner);
   const std::uint32_t tag = internal::HashTag(c.resource);
   std::uint32_t res = FindResource(c.resource, tag);
-  if (RefuseInGrace(r, res == kNone ? kNoResourceYet : res)) return;
   const std::uint32_t held = FindHold(o, res);
+  // During a grace only a lease the owner holds already (reclaimed) is answered.
+  if (held == kNone || leases_[held].awaiting || !Covers(leases_[held].mode, c.mode)) {
+    if (RefuseInGrace(r, res == kNone ? kNoResourceYet : res)) return;
+  }
   bool upgrade = false;
   if (held != kNone) {
     const Lease& lease = leases_[held];
@@ -1973,7 +1976,7 @@ void Coordinator::Impl::DoReclaim(const Reclaim& c, Reply& r) {
   for (const ReclaimItem& item : c.items) {
     auto refuse = [&](std::string why) {
       ++stats_.reclaims_refused;
-      r.items.emplace_back(Code::kNotOwner, item.owner + " on " + item.resource + ": " + std::move(why));
+      r.items.push_back({Code::kNotOwner, item.owner + " on " + item.resource + ": " + std::move(why), 0});
     };
     const std::uint32_t o = FindOwner(s, item.owner);
     const std::uint32_t l = FindHold(o, FindResource(item.resource));
@@ -1998,7 +2001,7 @@ void Coordinator::Impl::DoReclaim(const Reclaim& c, Reply& r) {
       lease.expires = now_ + lease.ttl_us;
       lease_timers_.Set(l, lease.expires);
     }
-    r.items.emplace_back(Code::kOk, "");
+    r.items.push_back({Code::kOk, "", std::max<TimeUs>(0, lease.expires - now_) / 1000});
   }
   RenewSession(s);
 }

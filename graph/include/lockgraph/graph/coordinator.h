@@ -218,8 +218,14 @@ struct Reply {
   std::shared_ptr<const DeadlockReport> deadlock;  // with kDeadlock
   std::shared_ptr<const OrderReport> order;        // with kOrderViolation
   std::vector<LeaseId> revoked;                    // revoke
-  // reclaim: one result per item, in order (kOk: the lease is the holder's again)
-  std::vector<std::pair<Code, std::string>> items;
+  // reclaim: one result per item, in order (kOk: the lease is the holder's again,
+  // for `expires_in_ms` from now)
+  struct ItemResult {
+    Code code = Code::kOk;
+    std::string message;
+    std::int64_t expires_in_ms = 0;
+  };
+  std::vector<ItemResult> items;
   bool ok() const { return code == Code::kOk; }
 };
 
