@@ -386,33 +386,7 @@ RC_GTEST_PROP(OrderProperty, CoordinatorReportsAsTheTraceCheckerDoes, ()) {
     if (op.kind == TraceOp::Kind::kRelease && !has.erase(op.resource)) continue;
     const Auth auth{op.session, op.session + "-secret"};
     if (sessions.insert(op.session).second) coord.Apply(Hello{op.session, auth.secret, "prop", kLongMs, 0}, ++now);
-    Command command;
-    switch (op.kind) {
-      case TraceOp::Kind::kAcquire: {
-        Acquire a;
-        a.auth = auth;
-        a.owner = op.owner;
-        a.resource = op.resource;
-        a.mode = op.mode;
-        a.ttl_ms = kLongMs;
-        a.wait_ms = op.wait_ms;
-        a.site = op.site;
-        command = a;
-        break;
-      }
-      case TraceOp::Kind::kHold:
-        command = Hold{auth, op.owner, op.resource, op.mode, kLongMs, op.site};
-        break;
-      case TraceOp::Kind::kWait:
-        command = Wait{auth, op.owner, op.resource, op.mode, op.site};
-        break;
-      case TraceOp::Kind::kRelease:
-        command = Release{auth, std::nullopt, op.owner, op.resource};
-        break;
-      case TraceOp::Kind::kUnwait:
-        command = Unwait{auth, op.owner, op.resource};
-        break;
-    }
+    const Command command = testing::CommandOf(op, kLongMs);
     const Effects fx = coord.Apply(command, ++now);
     if (!fx.reply.ok() && fx.reply.code != Code::kOrderViolation) {
       problems += "op " + std::to_string(i) + " failed: " + fx.reply.message + "\n";

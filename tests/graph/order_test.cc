@@ -170,29 +170,7 @@ class Live : public Backend {
       EXPECT_TRUE(Do(h).reply.ok());
       sessions_.insert(op.session);
     }
-    const Auth auth{op.session, op.session + "-secret"};
-    switch (op.kind) {
-      case Kind::kAcquire: {
-        Acquire a;
-        a.auth = auth;
-        a.owner = op.owner;
-        a.resource = op.resource;
-        a.mode = op.mode;
-        a.ttl_ms = kLongMs;
-        a.wait_ms = op.wait_ms;
-        a.site = op.site;
-        return Do(a);
-      }
-      case Kind::kHold:
-        return Do(graph::Hold{auth, op.owner, op.resource, op.mode, kLongMs, op.site});
-      case Kind::kWait:
-        return Do(graph::Wait{auth, op.owner, op.resource, op.mode, op.site});
-      case Kind::kRelease:
-        return Do(Release{auth, std::nullopt, op.owner, op.resource});
-      case Kind::kUnwait:
-        return Do(graph::Unwait{auth, op.owner, op.resource});
-    }
-    return {};
+    return Do(testing::CommandOf(op, kLongMs));
   }
   static Reports Events(const Effects& fx) {
     Reports out;
