@@ -34,7 +34,10 @@ std::string WriteJournal(const std::string& dir, std::int64_t leases, int sessio
   daemon::JournalRecord r;
   r.boot = 1;
   r.now_us = now;
-  r.body = daemon::BootInfo{1, 1, "restart-bench", false, graph::Config{}};
+  daemon::BootInfo boot;
+  boot.epoch = 1;
+  boot.server = "restart-bench";
+  r.body = std::move(boot);
   w.Append(r);
   for (int s = 0; s < sessions; ++s) {
     r.now_us = ++now;
