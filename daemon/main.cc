@@ -113,6 +113,9 @@ int main(int argc, char** argv) {
     std::cerr << "lockgraphd: " << err << "\n";
     return 2;
   }
+  // A journal write past a file-size limit fails with EFBIG (handled) instead of
+  // killing the process with SIGXFSZ.
+  std::signal(SIGXFSZ, SIG_IGN);
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
 

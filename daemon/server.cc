@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <deque>
 #include <filesystem>
 #include <random>
@@ -466,6 +467,13 @@ void Server::Impl::FinishTurn() {
     case FsyncPolicy::kNever:
       err = journal_.Write();
       break;
+  }
+  if (!err.empty() && config_.fsync == FsyncPolicy::kAlways) {
+    // The replies of this turn promise durability the disk did not give, and after a
+    // failed fsync the kernel may have dropped the dirty pages: stop before sending
+    // them (as PostgreSQL does), so that a restart replays only what is on disk.
+    spdlog::critical("journal: {}; stopping without sending this turn's replies (fsync always)", err);
+    std::_Exit(1);
   }
   if (!err.empty() && !journal_failed_) spdlog::error("journal: {} (further errors are not logged)", err);
   journal_failed_ = journal_failed_ || !err.empty();

@@ -1,6 +1,7 @@
 // Integration tests: a real lockgraphd on a loopback port, spoken to over ZeroMQ in
 // both encodings. Short TTLs; every wait has a deadline; no fixed sleeps.
 #include <gtest/gtest.h>
+#include <rapidjson/document.h>
 
 #include <filesystem>
 #include <set>
@@ -647,6 +648,53 @@ TEST(LockgraphdProcess, OldJournalSegmentsArePrunedTheLastIsKept) {
   for (const auto& e : std::filesystem::directory_iterator(dir + "/journal")) names.push_back(e.path().filename());
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{"00000002.lgj", "00000003.lgj"}));
+}
+
+}  // namespace
+}  // namespace lockgraph::testing
+
+namespace lockgraph::testing {
+namespace {
+
+// Under fsync always, a journal that cannot be written stops the daemon before the
+// replies that its records should have covered; what reached the disk is restored.
+TEST(LockgraphdProcess, JournalWriteFailureUnderAlwaysStopsBeforeReplying) {
+  std::string dir = ::testing::TempDir() + "/lockgraphd.efbig.XXXXXX";
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  // The file-size limit makes the journal's writes fail with EFBIG after about 4 KiB.
+  Process p({"/usr/bin/prlimit", "--fsize=4096", "--", LOCKGRAPHD_PATH, "--listen", "tcp://127.0.0.1:*",
+             "--data-dir", dir, "--fsync", "always", "--log-level", "warn"});
+  ASSERT_TRUE(p.WaitForOutput("listening on ", milliseconds(10'000))) << p.Output();
+  const std::string& out = p.Output();
+  const auto at = out.find("listening on ") + 13;
+  const std::string endpoint = out.substr(at, out.find('\n', at) - at);
+  zmq::context_t ctx;
+  RawClient c(ctx, endpoint, Encoding::kJson);
+  ASSERT_TRUE(c.Hello().ok());
+  int answered = 0;
+  for (int i = 0; i < 200; ++i) {
+    auto r = c.Call(AcquireReq("t" + std::to_string(i), "r:" + std::to_string(i), Mode::kExclusive, 0, 60'000),
+                    milliseconds(1000));
+    if (!r) break;
+    ASSERT_TRUE(r->granted) << r->message;
+    ++answered;
+  }
+  ASSERT_TRUE(p.Exited(milliseconds(5000))) << "the daemon kept serving without its journal";
+  EXPECT_EQ(p.exit_code(), 1);
+  EXPECT_NE(p.Output().find("stopping without sending"), std::string::npos) << p.Output();
+  ASSERT_GT(answered, 0);
+  ASSERT_LT(answered, 200);
+
+  // Every grant that was answered is on disk and comes back.
+  Daemon again({}, dir);
+  ASSERT_FALSE(again.endpoint().empty()) << again.process().Output();
+  RawClient q(ctx, again.endpoint(), Encoding::kJson);
+  auto stats = q.Call(QueryReq(Op::kStats));
+  ASSERT_TRUE(stats && stats->ok());
+  rapidjson::Document d;
+  d.Parse(stats->listing_json.c_str());
+  ASSERT_TRUE(d.IsObject());
+  EXPECT_GE(d["restored_leases"].GetUint64(), static_cast<std::uint64_t>(answered));
 }
 
 }  // namespace
