@@ -678,6 +678,22 @@ std::vector<std::string> ListSegments(const std::string& data_dir) {
   return out;
 }
 
+std::vector<std::string> PruneSegments(const std::vector<std::string>& segments, std::uint64_t keep_bytes,
+                                       std::chrono::hours max_age) {
+  std::vector<std::string> removed;
+  std::uintmax_t kept = 0;
+  const auto now = std::filesystem::file_time_type::clock::now();
+  for (std::size_t i = segments.size(); i-- > 0;) {
+    std::error_code ec;
+    const std::uintmax_t size = std::filesystem::file_size(segments[i], ec);
+    const auto written = std::filesystem::last_write_time(segments[i], ec);
+    kept += ec ? 0 : size;
+    if (i + 1 == segments.size() || (kept <= keep_bytes && now - written <= max_age)) continue;
+    if (std::filesystem::remove(segments[i], ec)) removed.push_back(segments[i]);
+  }
+  return removed;
+}
+
 std::string TruncateSegment(const std::string& path, std::uint64_t bytes) {
   if (::truncate(path.c_str(), static_cast<off_t>(bytes)) != 0) {
     return "cannot truncate " + path + ": " + std::strerror(errno);

@@ -24,6 +24,7 @@
 #define LOCKGRAPH_DAEMON_JOURNAL_H_
 
 #include <cstddef>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -106,6 +107,13 @@ std::variant<SegmentScan, std::string> ScanSegment(const std::string& path,
 
 // Segment files of a data directory (DATA_DIR/journal/*.lgj), oldest first.
 std::vector<std::string> ListSegments(const std::string& data_dir);
+
+// Removes segments (oldest first in `segments`, as ListSegments gives them) of
+// earlier boots: keeping the newest, then older ones while their sizes add up to at
+// most `keep_bytes` and none is older than `max_age`. The last one always stays (a
+// restart replays it). Returns the paths removed.
+std::vector<std::string> PruneSegments(const std::vector<std::string>& segments, std::uint64_t keep_bytes,
+                                       std::chrono::hours max_age);
 
 // Cuts `path` to `bytes` and makes that durable (a torn tail found at start).
 std::string TruncateSegment(const std::string& path, std::uint64_t bytes);

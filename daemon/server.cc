@@ -18,6 +18,7 @@
 
 #include "epoch_file.h"
 #include "journal.h"
+#include "recovery.h"
 #include "order_file.h"
 #include "lockgraph/protocol.h"
 
@@ -130,8 +131,6 @@ class Server::Impl {
   graph::Effects Core(graph::Command command);
   // Opens this boot's journal segment after checking the previous one's tail.
   std::string OpenJournal();
-  // Removes segments of earlier boots beyond journal_keep_mb / journal_keep_days.
-  void PruneJournal(const std::vector<std::string>& segments);
   void Journal(graph::Command command, graph::TimeUs now);
   void JournalReport(ReportInfo::Type type, std::string json);
   // End of a loop turn: hand the journal to the kernel, fsync by policy, and (under
@@ -324,50 +323,23 @@ std::string Server::Impl::OpenJournal() {
   bool previous_always = false;
   std::string previous;
   if (!segments.empty()) {
-    // The state at the end of the last boot is that segment replayed. Only its tail
-    // can have been cut by a crash or a power failure: what follows the last good
-    // record is reported and cut off, never replayed.
     previous = segments.back();
-    std::unique_ptr<graph::Coordinator> before;
-    std::string replay_error;
-    std::size_t records = 0;
-    auto scanned = ScanSegment(previous, [&](JournalRecord&& r) {
-      ++records;
-      if (!replay_error.empty()) return;
-      if (auto* boot = std::get_if<BootInfo>(&r.body)) {
-        if (before) replay_error = "record " + std::to_string(records) + " is a second boot record";
-        previous_always = boot->fsync_always;
-        // Ordering changes no lock (a refusal was journaled as a Tick), so the replay
-        // skips it; the learned order comes back from order.json.
-        graph::Config config = boot->config;
-        config.order.mode = graph::OrderMode::kOff;
-        config.order.classes.clear();
-        before = std::make_unique<graph::Coordinator>(config, boot->epoch, boot->first_seq);
-      } else if (auto* command = std::get_if<graph::Command>(&r.body)) {
-        if (!before) replay_error = "the segment does not start with a boot record";
-        else before->Apply(*command, r.now_us);
-      }
-    });
-    if (auto* err = std::get_if<std::string>(&scanned)) {
-      return "cannot restore from the journal: " + *err + " (move the file aside to start empty)";
+    auto recovered = RecoverFromSegment(previous);
+    if (auto* err = std::get_if<std::string>(&recovered)) return *err + " (move the file aside to start empty)";
+    Recovered& r = std::get<Recovered>(recovered);
+    if (!r.clean_tail) {
+      spdlog::error("journal: {}; truncating to the last good record ({} records kept)", r.problem, r.records);
     }
-    SegmentScan& scan = std::get<SegmentScan>(scanned);
-    if (!replay_error.empty() || !before) {
-      return "cannot restore from " + previous + ": " +
-             (!replay_error.empty() ? replay_error
-                                    : "it holds no readable boot record" +
-                                          (scan.problem.empty() ? std::string() : " (" + scan.problem + ")")) +
-             " (move the file aside to start empty)";
-    }
-    if (scan.torn()) {
-      clean_tail = false;
-      spdlog::error("journal: {}; truncating to the last good record ({} records kept)", scan.problem, scan.count);
-      if (std::string err = TruncateSegment(previous, scan.good_bytes); !err.empty()) return err;
-    }
-    point = before->RestorePoint();
+    clean_tail = r.clean_tail;
+    previous_always = r.previous_always;
+    point = std::move(r.point);
     replay_ms = ms_since(started);
   }
-  PruneJournal(segments);
+  for (const std::string& removed :
+       PruneSegments(segments, static_cast<std::uint64_t>(config_.journal_keep_mb) << 20,
+                     std::chrono::hours(24 * config_.journal_keep_days))) {
+    spdlog::info("journal: removed old segment {}", removed);
+  }
   char name[16];
   std::snprintf(name, sizeof name, "%08u", config_.epoch);
   if (std::string err = journal_.Open(config_.data_dir, name); !err.empty()) return err;
@@ -417,24 +389,6 @@ std::string Server::Impl::OpenJournal() {
                  point->grant_unclaimed ? " (leases not awaiting reclaim may be granted)" : "");
   }
   return "";
-}
-
-void Server::Impl::PruneJournal(const std::vector<std::string>& segments) {
-  // Newest first: keep the last segment, then older ones while within both limits.
-  std::uintmax_t kept = 0;
-  const auto now = std::filesystem::file_time_type::clock::now();
-  const auto max_age = std::chrono::hours(24 * config_.journal_keep_days);
-  for (std::size_t i = segments.size(); i-- > 0;) {
-    std::error_code ec;
-    const std::uintmax_t size = std::filesystem::file_size(segments[i], ec);
-    const auto written = std::filesystem::last_write_time(segments[i], ec);
-    kept += ec ? 0 : size;
-    const bool last = i + 1 == segments.size();
-    if (last || (kept <= static_cast<std::uintmax_t>(config_.journal_keep_mb) << 20 && now - written <= max_age)) {
-      continue;
-    }
-    if (std::filesystem::remove(segments[i], ec)) spdlog::info("journal: removed old segment {}", segments[i]);
-  }
 }
 
 void Server::Impl::RunSyncer() {
