@@ -699,3 +699,38 @@ TEST(LockgraphdProcess, JournalWriteFailureUnderAlwaysStopsBeforeReplying) {
 
 }  // namespace
 }  // namespace lockgraph::testing
+
+namespace lockgraph::testing {
+namespace {
+
+// --no-journal: nothing is written but the epoch, and a restart starts empty (tokens
+// still increase: the epoch is stored either way).
+TEST(LockgraphdProcess, WithoutAJournalARestartStartsEmpty) {
+  std::string dir;
+  graph::Token before = 0;
+  zmq::context_t ctx;
+  {
+    Daemon d({"--no-journal"});
+    ASSERT_FALSE(d.endpoint().empty()) << d.process().Output();
+    dir = d.data_dir();
+    RawClient c(ctx, d.endpoint(), Encoding::kJson);
+    ASSERT_TRUE(c.Hello().ok());
+    auto l = c.Call(AcquireReq("t", "r:1", Mode::kExclusive, 0, 60'000));
+    ASSERT_TRUE(l && l->granted);
+    before = *l->token;
+    d.process().Signal(SIGKILL);
+    ASSERT_TRUE(d.process().Exited(milliseconds(5000)));
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir + "/journal"));
+  Daemon again({"--no-journal"}, dir);
+  ASSERT_FALSE(again.endpoint().empty()) << again.process().Output();
+  RawClient c(ctx, again.endpoint(), Encoding::kJson);
+  ASSERT_TRUE(c.Hello().ok());
+  auto l = c.Call(AcquireReq("u", "r:1", Mode::kExclusive, 0, 60'000));
+  ASSERT_TRUE(l.has_value());
+  EXPECT_TRUE(l->granted) << "nothing was restored, so there is no grace: " << l->message;
+  EXPECT_GT(l->token.value_or(0), before);
+}
+
+}  // namespace
+}  // namespace lockgraph::testing
