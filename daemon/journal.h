@@ -145,7 +145,6 @@ class JournalWriter {
   const std::string& path() const { return path_; }
 
   void Append(const JournalRecord& record);
-  bool dirty() const { return !buffer_.empty() || unsynced_; }
   bool unsynced() const { return unsynced_ || !buffer_.empty(); }
   std::string Write();
   std::string Sync();  // writes first

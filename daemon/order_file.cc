@@ -12,31 +12,11 @@
 
 namespace lockgraph::daemon {
 
-void AppendOrderEdgeJson(std::string& out, const graph::OrderEdge& e) {
-  auto field = [&](const char* key, std::string_view value) {
-    graph::AppendJsonString(out, key);
-    out += ':';
-    graph::AppendJsonString(out, value);
-    out += ',';
-  };
-  out += '{';
-  field("from", e.from);
-  field("to", e.to);
-  field("site", e.site);
-  field("session", e.session);
-  field("owner", e.owner);
-  field("from_resource", e.from_resource);
-  field("from_site", e.from_site);
-  field("to_resource", e.to_resource);
-  out += "\"first_seen_us\":" + std::to_string(e.first_seen_us) + ",\"count\":" + std::to_string(e.count) +
-         ",\"inversion\":" + (e.inversion ? "true" : "false") + "}";
-}
-
 std::string EncodeLearnedOrder(const std::vector<graph::OrderEdge>& edges) {
   std::string out = "{\"version\":1,\"edges\":[";
   for (std::size_t i = 0; i < edges.size(); ++i) {
     out += i ? ",\n" : "\n";
-    AppendOrderEdgeJson(out, edges[i]);
+    graph::AppendOrderEdgeJson(out, edges[i]);
   }
   out += "\n]}\n";
   return out;

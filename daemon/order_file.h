@@ -21,8 +21,6 @@ namespace lockgraph::daemon {
 
 inline constexpr const char* kOrderFileName = "order.json";
 
-// One edge as a JSON object (also used by the `order` query).
-void AppendOrderEdgeJson(std::string& out, const graph::OrderEdge& e);
 std::string EncodeLearnedOrder(const std::vector<graph::OrderEdge>& edges);
 // Parses EncodeLearnedOrder's text; an error names what is wrong.
 std::variant<std::vector<graph::OrderEdge>, std::string> DecodeLearnedOrder(std::string_view text);

@@ -5,6 +5,10 @@
 // from order.json). Only its tail can have been cut by a crash or a power failure:
 // what follows the last good record is reported and cut off, never replayed. No
 // sockets, no threads, no logging: the daemon logs what this returns.
+//
+// Not replay.h's ReplaySegment: that one keeps the whole segment and a book of every
+// lease in memory for the tools; a restart reads millions of records and needs only
+// the final state, so it streams them (ScanSegment's callback form).
 #ifndef LOCKGRAPH_DAEMON_RECOVERY_H_
 #define LOCKGRAPH_DAEMON_RECOVERY_H_
 

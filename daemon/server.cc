@@ -118,7 +118,9 @@ class Server::Impl {
   protocol::Reply FromCore(const graph::Reply& r, std::uint64_t id);
   void Deliver(std::vector<graph::Event>& events);
   void SendEvent(const std::string& session, protocol::Event event);
+  // Sends at the end of the loop turn when there is a journal (FinishTurn), else now.
   void Send(const std::string& routing_id, const std::string& payload);
+  void SendNow(const std::string& routing_id, const std::string& payload);
   void Acknowledge(Peer& peer, std::uint64_t acked_seq);
   std::string RandomHex(int bytes);
 
@@ -208,6 +210,10 @@ void Server::Impl::Send(const std::string& routing_id, const std::string& payloa
     deferred_.emplace_back(routing_id, payload);
     return;
   }
+  SendNow(routing_id, payload);
+}
+
+void Server::Impl::SendNow(const std::string& routing_id, const std::string& payload) {
   try {
     router_.send(zmq::buffer(routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     router_.send(zmq::buffer(payload), zmq::send_flags::dontwait);
@@ -434,14 +440,7 @@ void Server::Impl::FinishTurn() {
   if (!deferred_.empty()) {
     std::vector<std::pair<std::string, std::string>> out;
     out.swap(deferred_);
-    for (const auto& [routing_id, payload] : out) {
-      try {
-        router_.send(zmq::buffer(routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-        router_.send(zmq::buffer(payload), zmq::send_flags::dontwait);
-      } catch (const zmq::error_t& e) {
-        spdlog::debug("send failed: {}", e.what());
-      }
-    }
+    for (const auto& [routing_id, payload] : out) SendNow(routing_id, payload);
   }
 }
 
@@ -1006,7 +1005,7 @@ std::string Server::Impl::OrderJson() {
   const auto edges = order.Learned();
   for (std::size_t i = 0; i < edges.size(); ++i) {
     if (i) out += ',';
-    AppendOrderEdgeJson(out, edges[i]);
+    graph::AppendOrderEdgeJson(out, edges[i]);
   }
   out += "],\"reports\":[";
   const auto reports = order.Reports();

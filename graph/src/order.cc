@@ -141,10 +141,6 @@ class OrderChecker::Impl {
     auto it = rules_.classes.find(cls);
     return it == rules_.classes.end() ? nullptr : &it->second;
   }
-  std::uint32_t FindClass(std::string_view cls) const {
-    auto it = class_ids_.find(cls);
-    return it == class_ids_.end() ? kNone : it->second;
-  }
   std::uint32_t InternClass(std::string_view cls) {
     if (auto it = class_ids_.find(cls); it != class_ids_.end()) return it->second;
     const auto id = static_cast<std::uint32_t>(class_names_.size());

@@ -15,7 +15,17 @@ void Field(std::string& out, std::string_view key, std::string_view value) {
   AppendJsonString(out, value);
 }
 
-void EdgeJson(std::string& out, const OrderEdge& e) {
+
+std::string At(std::string_view site) { return site.empty() ? std::string() : " at " + std::string(site); }
+
+std::string Pad(std::string s, std::size_t width) {
+  if (s.size() < width) s.append(width - s.size(), ' ');
+  return s;
+}
+
+}  // namespace
+
+void AppendOrderEdgeJson(std::string& out, const OrderEdge& e) {
   out += "{";
   Field(out, "from", e.from);
   out += ",";
@@ -32,17 +42,9 @@ void EdgeJson(std::string& out, const OrderEdge& e) {
   Field(out, "from_site", e.from_site);
   out += ",";
   Field(out, "to_resource", e.to_resource);
-  out += ",\"first_seen_us\":" + std::to_string(e.first_seen_us) + "}";
+  out += ",\"first_seen_us\":" + std::to_string(e.first_seen_us) + ",\"count\":" + std::to_string(e.count) +
+         ",\"inversion\":" + (e.inversion ? "true" : "false") + "}";
 }
-
-std::string At(std::string_view site) { return site.empty() ? std::string() : " at " + std::string(site); }
-
-std::string Pad(std::string s, std::size_t width) {
-  if (s.size() < width) s.append(width - s.size(), ' ');
-  return s;
-}
-
-}  // namespace
 
 std::string RenderOrderJson(const OrderReport& r) {
   std::string out = "{";
@@ -71,7 +73,7 @@ std::string RenderOrderJson(const OrderReport& r) {
   out += ",\"chain\":[";
   for (std::size_t i = 0; i < r.chain.size(); ++i) {
     if (i) out += ",";
-    EdgeJson(out, r.chain[i]);
+    AppendOrderEdgeJson(out, r.chain[i]);
   }
   out += "],\"held\":[";
   for (std::size_t i = 0; i < r.held.size(); ++i) {

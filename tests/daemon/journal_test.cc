@@ -1344,7 +1344,6 @@ TEST(JournalWriterTest, CountersAndDirtiness) {
   ASSERT_EQ(w.Open(dir.path(), "0001"), "");
   EXPECT_EQ(w.bytes(), kJournalMagic.size());
   EXPECT_EQ(w.syncs(), 1u);  // the magic is synced at Open
-  EXPECT_FALSE(w.dirty());
   EXPECT_FALSE(w.unsynced());
 
   const JournalRecord r = SmallRecords()[2];
@@ -1353,19 +1352,16 @@ TEST(JournalWriterTest, CountersAndDirtiness) {
   w.Append(r);
   EXPECT_EQ(w.bytes(), kJournalMagic.size()) << "Append only buffers";
   EXPECT_EQ(FileSize(w.path()), kJournalMagic.size());
-  EXPECT_TRUE(w.dirty());
   EXPECT_TRUE(w.unsynced());
 
   EXPECT_EQ(w.Write(), "");
   EXPECT_EQ(w.bytes(), kJournalMagic.size() + 2 * framed);
   EXPECT_EQ(FileSize(w.path()), w.bytes());
   EXPECT_EQ(w.syncs(), 1u) << "Write does not fsync";
-  EXPECT_TRUE(w.dirty());
   EXPECT_TRUE(w.unsynced());
 
   EXPECT_EQ(w.Sync(), "");
   EXPECT_EQ(w.syncs(), 2u);
-  EXPECT_FALSE(w.dirty());
   EXPECT_FALSE(w.unsynced());
   EXPECT_EQ(w.Sync(), "");
   EXPECT_EQ(w.Write(), "");
@@ -1383,7 +1379,6 @@ TEST(JournalWriterTest, NeverOpenedDoesNothing) {
   JournalWriter w;
   EXPECT_FALSE(w.is_open());
   w.Append(SmallRecords()[1]);
-  EXPECT_FALSE(w.dirty());
   EXPECT_FALSE(w.unsynced());
   EXPECT_EQ(w.Write(), "");
   EXPECT_EQ(w.Sync(), "");
@@ -1430,7 +1425,6 @@ TEST(JournalWriterTest, WriteThatFailsHalfWayResumes) {
   EXPECT_EQ(err, "cannot write " + w.path() + ": " + std::strerror(EFBIG));
   EXPECT_EQ(FileSize(w.path()), limit);
   EXPECT_EQ(w.bytes(), limit) << "bytes() counts what reached the file";
-  EXPECT_TRUE(w.dirty());
   EXPECT_TRUE(w.unsynced());
   const SegmentScan half = Scan(w.path());
   EXPECT_TRUE(half.torn());
@@ -1439,7 +1433,6 @@ TEST(JournalWriterTest, WriteThatFailsHalfWayResumes) {
   EXPECT_EQ(w.Sync(), "");
   EXPECT_EQ(w.bytes(), kJournalMagic.size() + FrameRecord(r).size());
   EXPECT_EQ(FileSize(w.path()), w.bytes());
-  EXPECT_FALSE(w.dirty());
   const SegmentScan whole = Scan(w.path());
   EXPECT_EQ(whole.problem, "");
   EXPECT_EQ(DescribeAll(whole.records), DescribeAll({r}));

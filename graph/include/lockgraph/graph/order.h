@@ -128,6 +128,10 @@ struct OrderReport {
 //  "owner","rule","denied","chain":[{"from","to","site","from_site","session",
 //  "owner",...}],"held":[{"resource","site"}],"id","detected_at_us"}
 std::string RenderOrderJson(const OrderReport& r);
+// One learned edge: {"from","to","site","session","owner","from_resource",
+// "from_site","to_resource","first_seen_us","count","inversion"} (report chains, the
+// `order` query, order.json).
+void AppendOrderEdgeJson(std::string& out, const OrderEdge& e);
 // Multi-line text in the shape of a Linux lockdep report.
 std::string RenderOrderText(const OrderReport& r);
 
