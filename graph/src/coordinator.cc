@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstring>
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
@@ -25,6 +26,7 @@
 #include "chunked_vector.h"
 #include "graph_export.h"
 #include "id_table.h"
+#include "image_codec.h"
 #include "lockgraph/graph/wait_for_graph.h"
 
 namespace lockgraph::graph {
@@ -71,6 +73,26 @@ class TimerHeap {
   TimeUs TopTime() const { return heap_.empty() ? kNever : heap_[0].at; }
   std::uint32_t TopKey() const { return heap_[0].key; }
   std::size_t Size() const { return heap_.size(); }
+
+  // Images: the entries in heap order. Pops follow (at, key), a total order, so a
+  // heap rebuilt from them pops alike. Load refuses keys >= `limit` or repeated.
+  void SaveImage(internal::ImageWriter& w) const {
+    w.U32(static_cast<std::uint32_t>(heap_.size()));
+    for (const Entry& e : heap_) {
+      w.U32(e.key);
+      w.I64(e.at);
+    }
+  }
+  void LoadImage(internal::ImageReader& r, std::uint32_t limit, const char* what) {
+    const std::uint32_t n = r.Count(12, what);
+    for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
+      const std::uint32_t key = r.U32();
+      const TimeUs at = r.I64();
+      if (!r.ok()) break;
+      if (key >= limit || Contains(key)) return r.Fail(std::string(what) + ": key " + std::to_string(key) + " out of range or repeated");
+      Set(key, at);
+    }
+  }
 
  private:
   struct Entry {
@@ -144,6 +166,35 @@ class SiteTable {
   const std::string& Get(std::uint32_t id) const {
     static const std::string kEmpty;
     return id == kNone ? kEmpty : names_[id];
+  }
+  std::size_t size() const { return names_.size(); }
+  std::uint32_t refs(std::uint32_t id) const { return refs_[id]; }
+
+  // Images: every slot with its count, then the free list in order.
+  void SaveImage(internal::ImageWriter& w) const {
+    w.U32(static_cast<std::uint32_t>(names_.size()));
+    for (std::size_t i = 0; i < names_.size(); ++i) {
+      w.Str(names_[i]);
+      w.U32(refs_[i]);
+    }
+    w.U32(static_cast<std::uint32_t>(free_.size()));
+    for (std::uint32_t id : free_) w.U32(id);
+  }
+  void LoadImage(internal::ImageReader& r) {
+    const std::uint32_t n = r.Count(8, "sites");
+    for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
+      names_.push_back(r.Str());
+      refs_.push_back(r.U32());
+      if (refs_.back() == 0 ? !names_.back().empty() : names_.back().empty()) return r.Fail("sites: a slot's name and count disagree");
+      if (refs_.back() != 0 && !index_.emplace(names_.back(), i).second) return r.Fail("sites: a name twice");
+    }
+    const std::uint32_t f = r.Count(4, "free sites");
+    for (std::uint32_t i = 0; i < f && r.ok(); ++i) {
+      const std::uint32_t id = r.U32();
+      if (id >= n || refs_[id] != 0) return r.Fail("sites: a free slot in use or out of range");
+      free_.push_back(id);
+    }
+    if (r.ok() && free_.size() + index_.size() != n) r.Fail("sites: the free list does not match the empty slots");
   }
 
  private:
@@ -399,6 +450,14 @@ class Coordinator::Impl {
   void CloseSession(std::uint32_t s, bool expired);
   void CollectGarbage();
   void MaybeNeedEpoch();
+
+  // ---- images (snapshots)
+  void SaveImage(internal::ImageWriter& w) const;
+  // Into a freshly constructed Impl; problems go to the reader.
+  void LoadImage(internal::ImageReader& r);
+  // After LoadImage: every index in range and every link consistent, so that the
+  // rest of the code (and CheckInvariants) can walk the tables. "" when fine.
+  std::string CheckLoadedLinks() const;
 
   template <typename E>
   void Emit(E event) {
@@ -2247,6 +2306,539 @@ std::string Coordinator::CheckInvariants() const {
   for (const auto& o : m.owners_) {
     if (o.live && o.lease_count == 0 && o.waits.empty()) return "idle owner left behind: " + o.full;
   }
+  return "";
+}
+
+// ============================================================ images
+
+namespace {
+
+constexpr std::string_view kImageMagic = "lockgraph-image-1";
+
+void SaveIndexes(internal::ImageWriter& w, const std::vector<std::uint32_t>& v) {
+  w.U32(static_cast<std::uint32_t>(v.size()));
+  for (std::uint32_t x : v) w.U32(x);
+}
+
+std::vector<std::uint32_t> LoadIndexes(internal::ImageReader& r, const char* what) {
+  std::vector<std::uint32_t> v(r.Count(4, what));
+  for (std::uint32_t& x : v) x = r.U32();
+  return v;
+}
+
+Mode LoadMode(internal::ImageReader& r) {
+  const std::uint8_t m = r.U8();
+  if (m != static_cast<std::uint8_t>(Mode::kShared) && m != static_cast<std::uint8_t>(Mode::kExclusive)) {
+    r.Fail("a mode of " + std::to_string(m));
+  }
+  return static_cast<Mode>(m);
+}
+
+void SaveReport(internal::ImageWriter& w, const DeadlockReport& d) {
+  w.U64(d.id);
+  w.U32(static_cast<std::uint32_t>(d.cycle.size()));
+  for (const CycleEdge& e : d.cycle) {
+    w.Str(e.owner);
+    w.Str(e.waits_for);
+    w.U8(static_cast<std::uint8_t>(e.mode));
+    w.Str(e.held_by);
+    w.Str(e.site);
+    w.Bool(e.soft);
+  }
+  w.Str(d.victim);
+  w.U8(static_cast<std::uint8_t>(d.step));
+  w.Str(d.why);
+  w.I64(d.detected_at_us);
+  w.Bool(d.report_mode);
+  w.I32(d.attempt);
+  w.U32(static_cast<std::uint32_t>(d.unresponsive.size()));
+  for (const std::string& u : d.unresponsive) w.Str(u);
+}
+
+std::shared_ptr<const DeadlockReport> LoadReport(internal::ImageReader& r) {
+  auto d = std::make_shared<DeadlockReport>();
+  d->id = r.U64();
+  d->cycle.resize(r.Count(21, "a report's cycle"));
+  for (CycleEdge& e : d->cycle) {
+    e.owner = r.Str();
+    e.waits_for = r.Str();
+    e.mode = LoadMode(r);
+    e.held_by = r.Str();
+    e.site = r.Str();
+    e.soft = r.Bool();
+  }
+  d->victim = r.Str();
+  const std::uint8_t step = r.U8();
+  if (step > static_cast<std::uint8_t>(VictimStep::kLowestId)) r.Fail("a victim step of " + std::to_string(step));
+  d->step = static_cast<VictimStep>(step);
+  d->why = r.Str();
+  d->detected_at_us = r.I64();
+  d->report_mode = r.Bool();
+  d->attempt = r.I32();
+  d->unresponsive.resize(r.Count(4, "a report's unresponsive victims"));
+  for (std::string& u : d->unresponsive) u = r.Str();
+  return d;
+}
+
+// Stats holds nothing but 64-bit counters; an image keeps them as words.
+constexpr std::size_t kStatsWords = sizeof(Stats) / sizeof(std::uint64_t);
+static_assert(sizeof(Stats) % sizeof(std::uint64_t) == 0 && std::is_trivially_copyable_v<Stats>);
+
+}  // namespace
+
+void Coordinator::Impl::SaveImage(internal::ImageWriter& w) const {
+  w.Str(kImageMagic);
+  w.U32(epoch_);
+  w.U64(seq_);
+  w.Bool(epoch_requested_);
+  w.U64(last_token_);
+  w.I64(now_);
+  w.U64(next_report_id_);
+  w.U64(closing_added_);
+  w.I64(grace_until_);
+  w.U32(awaiting_);
+  w.Bool(only_restores_);
+  w.Bool(grant_unclaimed_);
+  std::uint64_t words[kStatsWords];
+  std::memcpy(words, &stats_, sizeof(Stats));
+  for (std::uint64_t x : words) w.U64(x);
+
+  w.U32(static_cast<std::uint32_t>(sessions_.size()));
+  for (const Session& x : sessions_) {
+    w.Bool(x.live);
+    if (!x.live) continue;
+    w.Str(x.id);
+    w.Str(x.secret);
+    w.Str(x.client);
+    w.I64(x.ttl_us);
+    w.I32(x.priority);
+    w.I64(x.expires);
+    w.U32(x.lease_count);
+  }
+  SaveIndexes(w, free_sessions_);
+  w.U32(static_cast<std::uint32_t>(owners_.size()));
+  for (const Owner& o : owners_) {
+    w.Bool(o.live);
+    w.U32(o.gen);
+    if (!o.live) continue;
+    w.Str(o.full);
+    w.U32(o.session);
+    w.U32(o.name_at);
+    w.I64(o.started);
+    w.U32(o.lease_head);
+    w.U32(o.lease_count);
+    SaveIndexes(w, o.waits);
+  }
+  SaveIndexes(w, free_owners_);
+  w.U32(static_cast<std::uint32_t>(resources_.size()));
+  for (std::size_t i = 0; i < resources_.size(); ++i) {
+    const Resource& x = resources_[i];
+    w.Bool(x.live);
+    if (!x.live) continue;
+    w.Str(x.name);
+    w.U32(x.holder_head);
+    SaveIndexes(w, x.waits);
+  }
+  SaveIndexes(w, free_resources_);
+  w.U32(static_cast<std::uint32_t>(leases_.size()));
+  for (const Lease& l : leases_) {
+    w.Bool(l.live);
+    if (!l.live) continue;
+    w.U64(l.id);
+    w.U64(l.token);
+    w.I64(l.expires);
+    w.I64(l.ttl_us);
+    for (std::uint32_t x : {l.owner, l.resource, l.res_prev, l.res_next, l.own_prev, l.own_next, l.site}) w.U32(x);
+    w.U8(static_cast<std::uint8_t>(l.mode));
+    w.Bool(l.reported);
+    w.Bool(l.revoked);
+    w.Bool(l.awaiting);
+  }
+  SaveIndexes(w, free_leases_);
+  w.U32(static_cast<std::uint32_t>(waits_.size()));
+  for (const WaitRec& x : waits_) {
+    w.Bool(x.live);
+    if (!x.live) continue;
+    w.U64(x.request_id);
+    w.I64(x.since);
+    w.I64(x.deadline);
+    w.I64(x.ttl_us);
+    w.U32(x.owner);
+    w.U32(x.resource);
+    w.U32(x.site);
+    w.U8(static_cast<std::uint8_t>(x.mode));
+    w.Bool(x.reported);
+    w.Bool(x.upgrade);
+  }
+  SaveIndexes(w, free_waits_);
+  sites_.SaveImage(w);
+  session_timers_.SaveImage(w);
+  lease_timers_.SaveImage(w);
+  wait_timers_.SaveImage(w);
+  handover_timers_.SaveImage(w);
+  wfg_.SaveImage(w);
+  // The edge counts in key order, so that equal states give equal images.
+  std::vector<std::uint64_t> keys;
+  keys.reserve(edges_.size());
+  for (const auto& [key, count] : edges_) keys.push_back(key);
+  std::sort(keys.begin(), keys.end());
+  w.U32(static_cast<std::uint32_t>(keys.size()));
+  for (std::uint64_t key : keys) {
+    const EdgeCount& e = edges_.at(key);
+    w.U64(key);
+    w.U32(e.hard);
+    w.U32(e.soft);
+    w.Bool(e.ordered);
+  }
+  w.U32(static_cast<std::uint32_t>(closing_.size()));
+  for (std::uint64_t key : closing_) w.U64(key);
+  w.U32(static_cast<std::uint32_t>(records_.size()));
+  for (const CycleRecord& rec : records_) {
+    SaveIndexes(w, rec.owners);
+    SaveIndexes(w, rec.key);
+    SaveIndexes(w, rec.gens);
+    w.Bool(rec.doomed);
+    w.U32(rec.victim);
+    w.I64(rec.deadline);
+    w.I32(rec.attempt);
+    SaveIndexes(w, rec.unresponsive);
+    w.Bool(rec.report != nullptr);
+    if (rec.report) SaveReport(w, *rec.report);
+    w.U32(static_cast<std::uint32_t>(rec.victim_waits.size()));
+    for (const auto& [resource, mode] : rec.victim_waits) {
+      w.Str(resource);
+      w.U8(static_cast<std::uint8_t>(mode));
+    }
+  }
+}
+
+void Coordinator::Impl::LoadImage(internal::ImageReader& r) {
+  if (r.Str() != kImageMagic) return r.Fail("not a lockgraph image (or one of another version)");
+  epoch_ = r.U32();
+  seq_ = r.U64();
+  epoch_requested_ = r.Bool();
+  last_token_ = r.U64();
+  now_ = r.I64();
+  next_report_id_ = r.U64();
+  closing_added_ = r.U64();
+  grace_until_ = r.I64();
+  awaiting_ = r.U32();
+  only_restores_ = r.Bool();
+  grant_unclaimed_ = r.Bool();
+  std::uint64_t words[kStatsWords];
+  for (std::uint64_t& x : words) x = r.U64();
+  std::memcpy(&stats_, words, sizeof(Stats));
+  if (epoch_ >= kEpochLimit || seq_ == 0 || seq_ > kSeqLimit) r.Fail("epoch or sequence number out of range");
+
+  sessions_.resize(r.Count(1, "sessions"));
+  for (std::uint32_t i = 0; i < sessions_.size() && r.ok(); ++i) {
+    Session& x = sessions_[i];
+    x.live = r.Bool();
+    if (!x.live) continue;
+    x.id = r.Str();
+    x.secret = r.Str();
+    x.client = r.Str();
+    x.ttl_us = r.I64();
+    x.priority = r.I32();
+    x.expires = r.I64();
+    x.lease_count = r.U32();
+    if (r.ok() && !session_index_.emplace(x.id, i).second) r.Fail("session '" + x.id + "' twice");
+  }
+  free_sessions_ = LoadIndexes(r, "free sessions");
+  owners_.resize(r.Count(5, "owners"));
+  for (Owner& o : owners_) {
+    if (!r.ok()) break;
+    o.live = r.Bool();
+    o.gen = r.U32();
+    if (!o.live) continue;
+    o.full = r.Str();
+    o.session = r.U32();
+    o.name_at = r.U32();
+    o.started = r.I64();
+    o.lease_head = r.U32();
+    o.lease_count = r.U32();
+    o.waits = LoadIndexes(r, "an owner's waits");
+  }
+  free_owners_ = LoadIndexes(r, "free owners");
+  const std::uint32_t resource_count = r.Count(1, "resources");
+  for (std::uint32_t i = 0; i < resource_count && r.ok(); ++i) {
+    Resource& x = resources_.emplace_back();
+    x.live = r.Bool();
+    if (!x.live) continue;
+    x.name = r.Str();
+    x.holder_head = r.U32();
+    x.waits = LoadIndexes(r, "a resource's queue");
+    x.tag = internal::HashTag(x.name);
+    if (r.ok() && FindResource(x.name, x.tag) != kNone) return r.Fail("resource '" + x.name + "' twice");
+    resource_index_.Insert(x.tag, i);
+  }
+  free_resources_ = LoadIndexes(r, "free resources");
+  leases_.resize(r.Count(1, "leases"));
+  for (std::uint32_t i = 0; i < leases_.size() && r.ok(); ++i) {
+    Lease& l = leases_[i];
+    l.live = r.Bool();
+    if (!l.live) continue;
+    l.id = r.U64();
+    l.token = r.U64();
+    l.expires = r.I64();
+    l.ttl_us = r.I64();
+    for (std::uint32_t* x : {&l.owner, &l.resource, &l.res_prev, &l.res_next, &l.own_prev, &l.own_next, &l.site}) {
+      *x = r.U32();
+    }
+    l.mode = LoadMode(r);
+    l.reported = r.Bool();
+    l.revoked = r.Bool();
+    l.awaiting = r.Bool();
+    if (r.ok() && FindLease(l.id) != kNone) return r.Fail("lease " + std::to_string(l.id) + " twice");
+    lease_index_.Insert(internal::HashTag(l.id), i);
+  }
+  free_leases_ = LoadIndexes(r, "free leases");
+  waits_.resize(r.Count(1, "waits"));
+  for (WaitRec& x : waits_) {
+    if (!r.ok()) break;
+    x.live = r.Bool();
+    if (!x.live) continue;
+    x.request_id = r.U64();
+    x.since = r.I64();
+    x.deadline = r.I64();
+    x.ttl_us = r.I64();
+    x.owner = r.U32();
+    x.resource = r.U32();
+    x.site = r.U32();
+    x.mode = LoadMode(r);
+    x.reported = r.Bool();
+    x.upgrade = r.Bool();
+  }
+  free_waits_ = LoadIndexes(r, "free waits");
+  sites_.LoadImage(r);
+  session_timers_.LoadImage(r, static_cast<std::uint32_t>(sessions_.size()), "session timers");
+  lease_timers_.LoadImage(r, static_cast<std::uint32_t>(leases_.size()), "lease timers");
+  wait_timers_.LoadImage(r, static_cast<std::uint32_t>(waits_.size()), "wait timers");
+  handover_timers_.LoadImage(r, static_cast<std::uint32_t>(leases_.size()), "hand-over timers");
+  wfg_.LoadImage(r);
+  const std::uint32_t edge_count = r.Count(17, "wait-for edges");
+  for (std::uint32_t i = 0; i < edge_count && r.ok(); ++i) {
+    const std::uint64_t key = r.U64();
+    EdgeCount e;
+    e.hard = r.U32();
+    e.soft = r.U32();
+    e.ordered = r.Bool();
+    if (r.ok() && !edges_.emplace(key, e).second) return r.Fail("a wait-for edge twice");
+  }
+  closing_.resize(r.Count(8, "closing edges"));
+  for (std::uint64_t& key : closing_) key = r.U64();
+  records_.resize(r.Count(30, "cycle records"));
+  for (CycleRecord& rec : records_) {
+    if (!r.ok()) break;
+    rec.owners = LoadIndexes(r, "a cycle's owners");
+    rec.key = LoadIndexes(r, "a cycle's key");
+    rec.gens = LoadIndexes(r, "a cycle's generations");
+    rec.doomed = r.Bool();
+    rec.victim = r.U32();
+    rec.deadline = r.I64();
+    rec.attempt = r.I32();
+    rec.unresponsive = LoadIndexes(r, "a cycle's unresponsive victims");
+    if (r.Bool()) rec.report = LoadReport(r);
+    rec.victim_waits.resize(r.Count(5, "a victim's waits"));
+    for (auto& [resource, mode] : rec.victim_waits) {
+      resource = r.Str();
+      mode = LoadMode(r);
+    }
+  }
+  if (r.ok() && !r.done()) r.Fail(std::to_string(r.left()) + " bytes after the image");
+  if (!r.ok()) return;
+  if (const std::string bad = CheckLoadedLinks(); !bad.empty()) return r.Fail(bad);
+  // The owners' name maps, keyed by the owner's own name.
+  for (std::uint32_t o = 0; o < owners_.size(); ++o) {
+    if (!owners_[o].live) continue;
+    if (!sessions_[owners_[o].session].owners.emplace(Str(owners_[o].name()), o).second) {
+      return r.Fail("owner '" + owners_[o].full + "' twice");
+    }
+  }
+}
+
+std::string Coordinator::Impl::CheckLoadedLinks() const {
+  const auto n_sessions = static_cast<std::uint32_t>(sessions_.size());
+  const auto n_owners = static_cast<std::uint32_t>(owners_.size());
+  const auto n_resources = static_cast<std::uint32_t>(resources_.size());
+  const auto n_leases = static_cast<std::uint32_t>(leases_.size());
+  const auto n_waits = static_cast<std::uint32_t>(waits_.size());
+  // A free list names exactly the dead slots, each once.
+  auto free_list = [](const std::vector<std::uint32_t>& list, std::uint32_t n, auto live) {
+    std::vector<bool> seen(n, false);
+    std::size_t dead = 0;
+    for (std::uint32_t i = 0; i < n; ++i) dead += !live(i);
+    for (std::uint32_t x : list) {
+      if (x >= n || live(x) || seen[x]) return false;
+      seen[x] = true;
+    }
+    return list.size() == dead;
+  };
+  if (!free_list(free_sessions_, n_sessions, [&](std::uint32_t i) { return sessions_[i].live; }) ||
+      !free_list(free_owners_, n_owners, [&](std::uint32_t i) { return owners_[i].live; }) ||
+      !free_list(free_resources_, n_resources, [&](std::uint32_t i) { return resources_[i].live; }) ||
+      !free_list(free_leases_, n_leases, [&](std::uint32_t i) { return leases_[i].live; }) ||
+      !free_list(free_waits_, n_waits, [&](std::uint32_t i) { return waits_[i].live; })) {
+    return "a free list does not match the dead slots";
+  }
+  auto live_session = [&](std::uint32_t i) { return i < n_sessions && sessions_[i].live; };
+  auto live_owner = [&](std::uint32_t i) { return i < n_owners && owners_[i].live; };
+  auto live_resource = [&](std::uint32_t i) { return i < n_resources && resources_[i].live; };
+  auto lease_link = [&](std::uint32_t i) { return i == kNone || (i < n_leases && leases_[i].live); };
+  auto live_wait = [&](std::uint32_t i) { return i < n_waits && waits_[i].live; };
+  std::vector<std::uint32_t> site_refs(sites_.size(), 0);
+  auto site_ok = [&](std::uint32_t i) {
+    if (i == kNone) return true;
+    if (i >= site_refs.size() || sites_.refs(i) == 0) return false;
+    ++site_refs[i];
+    return true;
+  };
+  std::uint64_t live[5] = {0, 0, 0, 0, 0};
+  std::uint32_t awaiting = 0;
+  for (std::uint32_t i = 0; i < n_sessions; ++i) live[0] += sessions_[i].live;
+  for (std::uint32_t o = 0; o < n_owners; ++o) {
+    const Owner& x = owners_[o];
+    if (!x.live) continue;
+    ++live[1];
+    if (!live_session(x.session)) return "owner '" + x.full + "' of a dead session";
+    const std::string& sid = sessions_[x.session].id;
+    if (x.name_at != sid.size() + 1 || x.full.compare(0, sid.size(), sid) != 0 || x.full[sid.size()] != '/') {
+      return "owner '" + x.full + "' is not named after its session";
+    }
+    if (!lease_link(x.lease_head)) return "owner '" + x.full + "' links a dead lease";
+    for (std::uint32_t w : x.waits) {
+      if (!live_wait(w) || waits_[w].owner != o) return "owner '" + x.full + "' lists a wait not its own";
+    }
+  }
+  for (std::uint32_t i = 0; i < n_resources; ++i) {
+    const Resource& x = resources_[i];
+    if (!x.live) continue;
+    ++live[2];
+    if (!lease_link(x.holder_head)) return "resource '" + x.name + "' links a dead lease";
+    for (std::uint32_t w : x.waits) {
+      if (!live_wait(w) || waits_[w].resource != i) return "resource '" + x.name + "' queues a wait not its own";
+    }
+  }
+  for (std::uint32_t i = 0; i < n_leases; ++i) {
+    const Lease& l = leases_[i];
+    if (!l.live) continue;
+    ++live[3];
+    awaiting += l.awaiting;
+    if (!live_owner(l.owner) || !live_resource(l.resource) || !lease_link(l.res_prev) || !lease_link(l.res_next) ||
+        !lease_link(l.own_prev) || !lease_link(l.own_next) || !site_ok(l.site)) {
+      return "lease " + std::to_string(l.id) + " links something dead or out of range";
+    }
+  }
+  for (std::uint32_t i = 0; i < n_waits; ++i) {
+    const WaitRec& x = waits_[i];
+    if (!x.live) continue;
+    ++live[4];
+    if (!live_owner(x.owner) || !live_resource(x.resource) || !site_ok(x.site)) {
+      return "a wait links something dead or out of range";
+    }
+    const auto& mine = owners_[x.owner].waits;
+    const auto& queue = resources_[x.resource].waits;
+    if (std::count(mine.begin(), mine.end(), i) != 1 || std::count(queue.begin(), queue.end(), i) != 1) {
+      return "a wait is not listed exactly once by its owner and its resource";
+    }
+  }
+  for (std::uint32_t i = 0; i < site_refs.size(); ++i) {
+    if (site_refs[i] != sites_.refs(i)) return "a site's count does not match its uses";
+  }
+  // The lease lists: walked with a step bound, each lease met once, links both ways.
+  std::vector<std::uint8_t> met(n_leases, 0);
+  for (std::uint32_t i = 0; i < n_resources; ++i) {
+    if (!resources_[i].live) continue;
+    std::uint32_t prev = kNone;
+    for (std::uint32_t l = resources_[i].holder_head; l != kNone; prev = l, l = leases_[l].res_next) {
+      if (leases_[l].resource != i || leases_[l].res_prev != prev || (met[l] & 1)) return "a resource's holder list is broken";
+      met[l] |= 1;
+    }
+  }
+  std::vector<std::uint32_t> session_leases(n_sessions, 0);
+  for (std::uint32_t o = 0; o < n_owners; ++o) {
+    if (!owners_[o].live) continue;
+    std::uint32_t prev = kNone, count = 0;
+    for (std::uint32_t l = owners_[o].lease_head; l != kNone; prev = l, l = leases_[l].own_next) {
+      if (leases_[l].owner != o || leases_[l].own_prev != prev || (met[l] & 2)) return "an owner's lease list is broken";
+      met[l] |= 2;
+      ++count;
+    }
+    if (count != owners_[o].lease_count) return "owner '" + owners_[o].full + "' miscounts its leases";
+    session_leases[owners_[o].session] += count;
+  }
+  for (std::uint32_t i = 0; i < n_leases; ++i) {
+    if (leases_[i].live && met[i] != 3) return "a lease is missing from its resource's or owner's list";
+  }
+  for (std::uint32_t i = 0; i < n_sessions; ++i) {
+    if (sessions_[i].live && sessions_[i].lease_count != session_leases[i]) return "a session miscounts its leases";
+  }
+  if (live[0] != stats_.live_sessions || live[1] != stats_.live_owners || live[2] != stats_.live_resources ||
+      live[3] != stats_.live_leases || live[4] != stats_.live_waits || awaiting != awaiting_) {
+    return "the live counts do not match the tables";
+  }
+  for (std::uint32_t i = 0; i < n_sessions; ++i) {
+    if (sessions_[i].live != session_timers_.Contains(i)) return "a session timer for a dead session, or none for a live one";
+  }
+  for (std::uint32_t i = 0; i < n_leases; ++i) {
+    if (!leases_[i].live && (lease_timers_.Contains(i) || handover_timers_.Contains(i))) return "a timer for a dead lease";
+  }
+  for (std::uint32_t i = 0; i < n_waits; ++i) {
+    if (!waits_[i].live && wait_timers_.Contains(i)) return "a timer for a dead wait";
+  }
+  if (wfg_.NodeCount() != n_owners) return "the wait-for graph and the owner table differ in size";
+  for (std::uint32_t o = 0; o < n_owners; ++o) {
+    if (!owners_[o].live && (!wfg_.OutEdges(o).empty() || !wfg_.InEdges(o).empty())) return "a dead owner has wait-for edges";
+  }
+  for (const auto& [key, count] : edges_) {
+    if (!live_owner(static_cast<std::uint32_t>(key >> 32)) || !live_owner(static_cast<std::uint32_t>(key))) {
+      return "a wait-for edge of a dead owner";
+    }
+  }
+  for (std::size_t i = 0; i < closing_.size(); ++i) {
+    auto it = edges_.find(closing_[i]);
+    if (it == edges_.end() || it->second.ordered) return "a closing edge that is not a set-aside edge";
+    if (std::find(closing_.begin(), closing_.begin() + static_cast<std::ptrdiff_t>(i), closing_[i]) !=
+        closing_.begin() + static_cast<std::ptrdiff_t>(i)) {
+      return "a closing edge twice";
+    }
+  }
+  for (const CycleRecord& rec : records_) {
+    const std::size_t n = rec.owners.size();
+    if (n == 0 || rec.key.size() != n || rec.gens.size() != n) return "a cycle record of mismatched sizes";
+    for (std::uint32_t o : rec.owners) {
+      if (o >= n_owners) return "a cycle record names an owner out of range";
+    }
+    for (std::uint32_t o : rec.key) {
+      if (o >= n_owners) return "a cycle record's key names an owner out of range";
+    }
+    if (rec.victim != kNone && rec.victim >= n) return "a cycle record's victim out of range";
+    if (rec.doomed != (rec.victim != kNone)) return "a cycle record doomed without a victim";
+    for (std::uint32_t u : rec.unresponsive) {
+      if (u >= n) return "a cycle record's unresponsive victim out of range";
+    }
+  }
+  return "";
+}
+
+std::string Coordinator::SaveImage() const {
+  std::string out;
+  internal::ImageWriter w(out);
+  impl_->SaveImage(w);
+  return out;
+}
+
+std::string Coordinator::LoadImage(std::string_view image) {
+  auto fresh = std::make_unique<Impl>(impl_->config_, impl_->epoch_, impl_->seq_);
+  internal::ImageReader r(image);
+  fresh->LoadImage(r);
+  if (!r.ok()) return "bad coordinator image: " + r.error();
+  std::swap(impl_, fresh);
+  if (std::string bad = CheckInvariants(); !bad.empty()) {
+    std::swap(impl_, fresh);
+    return "bad coordinator image: " + bad;
+  }
+  impl_->order_ = std::move(fresh->order_);
   return "";
 }
 

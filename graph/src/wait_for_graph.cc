@@ -13,6 +13,8 @@
 #include <cassert>
 #include <unordered_map>
 
+#include "image_codec.h"
+
 namespace lockgraph::graph {
 namespace {
 
@@ -200,6 +202,55 @@ bool WaitForGraph::CheckInvariants() const {
     if (v) return false;
   }
   return count == edges_;
+}
+
+void WaitForGraph::SaveImage(internal::ImageWriter& w) const {
+  w.U32(static_cast<std::uint32_t>(nodes_.size()));
+  for (const NodeInfo& n : nodes_) {
+    w.I64(n.rank);
+    w.U32(static_cast<std::uint32_t>(n.out.size()));
+    for (Node x : n.out) w.U32(x);
+    w.U32(static_cast<std::uint32_t>(n.in.size()));
+    for (Node x : n.in) w.U32(x);
+  }
+  w.I64(next_rank_);
+  w.I64(min_rank_);
+}
+
+void WaitForGraph::LoadImage(internal::ImageReader& r) {
+  *this = WaitForGraph();
+  const std::uint32_t n = r.Count(16, "wait-for graph nodes");
+  nodes_.resize(n);
+  visited_.assign(n, 0);
+  std::size_t out_edges = 0, in_edges = 0;
+  for (NodeInfo& node : nodes_) {
+    node.rank = r.I64();
+    for (std::vector<Node>* list : {&node.out, &node.in}) {
+      const std::uint32_t d = r.Count(4, "wait-for graph adjacency");
+      list->reserve(d);
+      for (std::uint32_t i = 0; i < d && r.ok(); ++i) {
+        const Node x = r.U32();
+        if (x >= n || Contains(*list, x)) r.Fail("wait-for graph: edge to node " + std::to_string(x) + " out of range or repeated");
+        list->push_back(x);
+      }
+    }
+    out_edges += node.out.size();
+    in_edges += node.in.size();
+  }
+  next_rank_ = r.I64();
+  min_rank_ = r.I64();
+  if (!r.ok()) return;
+  std::vector<std::int64_t> ranks;
+  ranks.reserve(n);
+  for (const NodeInfo& node : nodes_) {
+    if (node.rank >= next_rank_ || node.rank < min_rank_) return r.Fail("wait-for graph: a rank outside the range in use");
+    ranks.push_back(node.rank);
+  }
+  std::sort(ranks.begin(), ranks.end());
+  if (std::adjacent_find(ranks.begin(), ranks.end()) != ranks.end()) return r.Fail("wait-for graph: two nodes share a rank");
+  if (out_edges != in_edges) return r.Fail("wait-for graph: in- and out-lists disagree");
+  edges_ = out_edges;
+  if (!CheckInvariants()) r.Fail("wait-for graph: an edge goes against the order");
 }
 
 }  // namespace lockgraph::graph

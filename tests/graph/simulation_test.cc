@@ -66,6 +66,7 @@ struct SimResult {
   std::uint64_t deadlocks = 0;
   std::uint64_t grants = 0;
   std::uint64_t crashes = 0;
+  std::uint64_t images = 0;  // images loaded into the twin
 };
 
 // How many commands a failure shows; LOCKGRAPH_TRACE=<n> for more when replaying.
@@ -101,6 +102,7 @@ class Sim {
     if (!harness_.failed()) Drain();
     result_.failure = harness_.failure();
     result_.applies = harness_.steps();
+    result_.images = images_checked_;
     result_.deadlocks = harness_.deadlocks_seen();
     result_.grants = harness_.grants_seen();
     return result_;
@@ -184,6 +186,28 @@ class Sim {
       since_restore_check_ = 0;
       CheckRestore();
     }
+    if (++since_image_check_ >= 613) {
+      since_image_check_ = 0;
+      CheckImage();
+    }
+  }
+
+  // A snapshot's premise: a coordinator that loads the live one's image is the same
+  // state. The twin loads it over its own state (keeping its order checker, which
+  // the image leaves out and which has seen what the live one saw); its image must
+  // then be byte for byte the live one's, and every later step checks that it
+  // answers exactly as the live one does.
+  void CheckImage() {
+    const std::string image = harness_.coordinator().SaveImage();
+    if (const std::string bad = shadow_->LoadImage(image); !bad.empty()) {
+      harness_.Fail("loading the live coordinator's image failed: " + bad);
+      return;
+    }
+    if (shadow_->SaveImage() != image) {
+      harness_.Fail("an image loaded and saved again differs from the original");
+      return;
+    }
+    ++images_checked_;
   }
 
   // What a restart would restore is what is held: every arbitrate lease with its id,
@@ -753,6 +777,8 @@ class Sim {
   Harness harness_;
   std::unique_ptr<Coordinator> shadow_;  // fed the same commands (replay check)
   int since_restore_check_ = 0;
+  int since_image_check_ = 0;
+  std::uint64_t images_checked_ = 0;
   TimeUs now_ = kStart;
   bool draining_ = false;
   std::vector<Session> sessions_;
@@ -778,7 +804,7 @@ TEST(Simulation, ManyClientsKeepInvariantsAndEndQuiet) {
   }
   int steps = StepsPerRun();
   auto t0 = std::chrono::steady_clock::now();
-  std::uint64_t applies = 0, deadlocks = 0, grants = 0, crashes = 0;
+  std::uint64_t applies = 0, deadlocks = 0, grants = 0, crashes = 0, images = 0;
   std::vector<std::uint64_t> failed;
   for (std::uint64_t seed : seeds) {
     SCOPED_TRACE("simulation seed " + std::to_string(seed) +
@@ -789,6 +815,7 @@ TEST(Simulation, ManyClientsKeepInvariantsAndEndQuiet) {
     deadlocks += r.deadlocks;
     grants += r.grants;
     crashes += r.crashes;
+    images += r.images;
     if (!r.failure.empty()) {
       failed.push_back(seed);
       if (failed.size() <= 3) ADD_FAILURE() << "seed " << seed << ": " << r.failure;
@@ -801,14 +828,15 @@ TEST(Simulation, ManyClientsKeepInvariantsAndEndQuiet) {
   EXPECT_TRUE(failed.empty()) << failed.size() << " of " << seeds.size()
                               << " runs failed; seeds:" << list;
   std::printf("simulation: %zu runs x %d steps, %llu applies, %llu grants, %llu victims, "
-              "%llu crashes, %.1f s\n",
+              "%llu crashes, %llu images, %.1f s\n",
               seeds.size(), steps, static_cast<unsigned long long>(applies),
               static_cast<unsigned long long>(grants), static_cast<unsigned long long>(deadlocks),
-              static_cast<unsigned long long>(crashes), secs);
+              static_cast<unsigned long long>(crashes), static_cast<unsigned long long>(images), secs);
   // The simulation must actually exercise the interesting paths.
   if (seeds.size() == static_cast<std::size_t>(kRuns)) {
     EXPECT_GT(deadlocks, 0u) << "no victim was ever chosen";
     EXPECT_GT(crashes, 0u) << "no session ever crashed";
+    EXPECT_GT(images, 0u) << "no image was ever loaded into the twin";
   }
 }
 

@@ -26,6 +26,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -415,6 +416,18 @@ class Coordinator {
   std::string ToDot() const;
   // Internal consistency (tables, graph, timers agree); for tests. Empty when fine.
   std::string CheckInvariants() const;
+
+  // The whole state as bytes: the image a journal segment starts from (a snapshot).
+  // A coordinator made with the same Config that loads it answers every later
+  // command exactly as this one would: tables, free slots, timers, the wait-for
+  // graph's order and the report-mode cycles being confirmed are all in it. Not in
+  // it: the order checker, whose verdicts never change the state (a refusal is
+  // journaled as a Tick) and whose learned order is kept apart (order.json).
+  std::string SaveImage() const;
+  // Replaces the state with an image's. Checks every index and link, then
+  // CheckInvariants(); on any problem returns what it is and changes nothing.
+  // The order checker is kept. "" on success.
+  std::string LoadImage(std::string_view image);
 
  private:
   class Impl;

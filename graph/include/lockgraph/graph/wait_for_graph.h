@@ -24,6 +24,10 @@
 #include <vector>
 
 namespace lockgraph::graph {
+namespace internal {
+class ImageWriter;
+class ImageReader;
+}  // namespace internal
 
 class WaitForGraph {
  public:
@@ -58,6 +62,13 @@ class WaitForGraph {
 
   // Invariant check for tests: every edge goes forward in the kept order.
   bool CheckInvariants() const;
+
+  // The exact state (ranks, adjacency lists in their order), for Coordinator images:
+  // a graph loaded from an image takes the same decisions as the one saved. Load
+  // replaces the contents; bad input is reported through the reader (and checked:
+  // ids in range, each edge in both lists, every edge forward in the order).
+  void SaveImage(internal::ImageWriter& w) const;
+  void LoadImage(internal::ImageReader& r);
 
  private:
   struct NodeInfo {
