@@ -109,6 +109,7 @@ std::string LoadConfigFile(const std::string& path, DaemonConfig& c) {
     step(ReadInt(*t, "fsync_interval_ms", where, 1, 60'000, c.fsync_interval_ms));
     step(ReadInt(*t, "keep_mb", where, 0, std::int64_t{1} << 30, c.journal_keep_mb));
     step(ReadInt(*t, "keep_days", where, 0, 36'500, c.journal_keep_days));
+    step(ReadInt(*t, "segment_kb", where, 1, std::int64_t{1} << 30, c.journal_segment_kb));
   }
   if (const toml::table* t = root["limits"].as_table()) {
     const std::string where = file + "limits.";

@@ -31,6 +31,10 @@ struct DaemonConfig {
   // (the last one is always kept: a restart replays it).
   std::int64_t journal_keep_mb = 1024;
   std::int64_t journal_keep_days = 30;
+  // A new segment, starting with a snapshot of the whole state, begins once the
+  // current one has grown by this much and by as much as its own snapshot, so that
+  // a restart replays a bounded tail and snapshots cost at most the journal's volume.
+  std::int64_t journal_segment_kb = 64 * 1024;
   graph::Config core;
 };
 

@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <tuple>
 #include <unordered_map>
 
 namespace lockgraph::daemon {
@@ -56,7 +58,8 @@ RecordKind JournalRecord::kind() const {
   switch (body.index()) {
     case 0: return RecordKind::kBoot;
     case 1: return RecordKind::kCommand;
-    default: return RecordKind::kReport;
+    case 2: return RecordKind::kReport;
+    default: return RecordKind::kSnapshot;
   }
 }
 
@@ -498,10 +501,14 @@ std::string EncodePayload(const JournalRecord& r) {
     WriteConfig(o, b->config);
   } else if (const auto* c = std::get_if<graph::Command>(&r.body)) {
     WriteCommand(o, *c);
+  } else if (const auto* rep = std::get_if<ReportInfo>(&r.body)) {
+    o.U8(static_cast<std::uint8_t>(rep->type));
+    o.Str(rep->json);
   } else {
-    const auto& rep = std::get<ReportInfo>(r.body);
-    o.U8(static_cast<std::uint8_t>(rep.type));
-    o.Str(rep.json);
+    const auto& part = std::get<SnapshotPart>(r.body);
+    o.U32(part.part);
+    o.U32(part.parts);
+    o.Str(part.bytes);
   }
   return o.Take();
 }
@@ -510,7 +517,7 @@ std::variant<JournalRecord, std::string> DecodePayload(std::string_view payload)
   try {
     In in(payload);
     JournalRecord r;
-    if (in.kind() < 1 || in.kind() > 3) throw Bad{"unknown record kind " + std::to_string(in.kind())};
+    if (in.kind() < 1 || in.kind() > 4) throw Bad{"unknown record kind " + std::to_string(in.kind())};
     const auto kind = static_cast<RecordKind>(in.kind());
     r.boot = in.U64();
     r.wall_us = in.I64();
@@ -534,6 +541,17 @@ std::variant<JournalRecord, std::string> DecodePayload(std::string_view payload)
         r.body = std::move(rep);
         break;
       }
+      case RecordKind::kSnapshot: {
+        SnapshotPart part;
+        part.part = in.U32();
+        part.parts = in.U32();
+        if (part.parts == 0 || part.part >= part.parts) {
+          throw Bad{"snapshot part " + std::to_string(part.part) + " of " + std::to_string(part.parts)};
+        }
+        part.bytes = in.Str();
+        r.body = std::move(part);
+        break;
+      }
     }
     in.End();
     return r;
@@ -554,6 +572,27 @@ std::string FrameRecord(const JournalRecord& record) {
     out[4 + i] = static_cast<char>((crc >> (8 * i)) & 0xFF);
   }
   return out + payload;
+}
+
+std::string SnapshotLoader::Add(SnapshotPart&& part, graph::Coordinator& core, bool& loaded) {
+  loaded = false;
+  if (done_) return "a second snapshot in one segment";
+  if (part.part != next_ || (next_ > 0 && part.parts != parts_)) {
+    return "snapshot part " + std::to_string(part.part + 1) + " of " + std::to_string(part.parts) +
+           " where part " + std::to_string(next_ + 1) + (next_ > 0 ? " of " + std::to_string(parts_) : "") +
+           " was due";
+  }
+  parts_ = part.parts;
+  ++next_;
+  if (bytes_.empty()) bytes_ = std::move(part.bytes);
+  else bytes_ += part.bytes;
+  if (next_ < parts_) return "";
+  done_ = true;
+  std::string err = core.LoadImage(bytes_);
+  std::string().swap(bytes_);
+  if (!err.empty()) return err;
+  loaded = true;
+  return "";
 }
 
 // ---------------------------------------------------------------- reading
@@ -594,6 +633,17 @@ void RestoreSecret(JournalRecord& record, std::unordered_map<std::string, std::s
 }
 
 }  // namespace
+
+void RestoreSecretFrom(graph::Command& command, const graph::Coordinator& core) {
+  std::visit(
+      [&](auto& c) {
+        if constexpr (requires { c.auth; }) {
+          if (!c.auth.secret.empty()) return;
+          if (auto secret = core.SecretOf(c.auth.session)) c.auth.secret = std::move(*secret);
+        }
+      },
+      command);
+}
 
 graph::Command JournalSecretless(graph::Command command) {
   std::visit(
@@ -668,13 +718,53 @@ std::variant<SegmentScan, std::string> ScanSegment(const std::string& path,
   return scan;
 }
 
+std::string SegmentName(std::uint32_t epoch, std::uint32_t n) {
+  char name[32];
+  if (n == 0) std::snprintf(name, sizeof name, "%08u", epoch);
+  else std::snprintf(name, sizeof name, "%08u-%06u", epoch, n);
+  return name;
+}
+
+namespace {
+
+// (epoch, n) of a segment's file name, as SegmentName makes them.
+std::optional<std::pair<std::uint64_t, std::uint64_t>> ParseSegmentName(const std::string& stem) {
+  auto number = [](std::string_view digits) -> std::optional<std::uint64_t> {
+    if (digits.empty() || digits.size() > 10) return std::nullopt;
+    std::uint64_t v = 0;
+    for (char c : digits) {
+      if (c < '0' || c > '9') return std::nullopt;
+      v = v * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    return v;
+  };
+  const std::size_t dash = stem.find('-');
+  auto epoch = number(std::string_view(stem).substr(0, dash));
+  auto n = dash == std::string::npos ? std::optional<std::uint64_t>(0) : number(std::string_view(stem).substr(dash + 1));
+  if (!epoch || !n) return std::nullopt;
+  return std::make_pair(*epoch, *n);
+}
+
+}  // namespace
+
 std::vector<std::string> ListSegments(const std::string& data_dir) {
-  std::vector<std::string> out;
+  struct Entry {
+    bool ours;
+    std::uint64_t epoch, n;
+    std::string path;
+  };
+  std::vector<Entry> found;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(data_dir + "/journal", ec)) {
-    if (entry.path().extension() == ".lgj") out.push_back(entry.path().string());
+    if (entry.path().extension() != ".lgj") continue;
+    const auto key = ParseSegmentName(entry.path().stem().string());
+    found.push_back({key.has_value(), key ? key->first : 0, key ? key->second : 0, entry.path().string()});
   }
-  std::sort(out.begin(), out.end());
+  std::sort(found.begin(), found.end(), [](const Entry& a, const Entry& b) {
+    return std::tie(a.ours, a.epoch, a.n, a.path) < std::tie(b.ours, b.epoch, b.n, b.path);
+  });
+  std::vector<std::string> out;
+  for (Entry& e : found) out.push_back(std::move(e.path));
   return out;
 }
 
@@ -733,23 +823,57 @@ JournalWriter::~JournalWriter() {
   }
 }
 
-std::string JournalWriter::Open(const std::string& data_dir, const std::string& name) {
-  const std::string dir = data_dir + "/journal";
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return "cannot create " + dir + ": " + ec.message();
-  path_ = dir + "/" + name + ".lgj";
-  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
-  if (fd_ < 0) return "cannot create " + path_ + ": " + std::strerror(errno);
-  buffer_.assign(kJournalMagic);
-  if (std::string err = Sync(); !err.empty()) return err;
+namespace {
+
+std::string SyncDirectory(const std::string& dir) {
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0 || ::fsync(dfd) != 0) {
+    const std::string err = "cannot fsync " + dir + ": " + std::strerror(errno);
     if (dfd >= 0) ::close(dfd);
-    return "cannot fsync " + dir + ": " + std::strerror(errno);
+    return err;
   }
   ::close(dfd);
   return "";
+}
+
+}  // namespace
+
+std::string JournalWriter::Open(const std::string& data_dir, const std::string& name, bool staged) {
+  dir_ = data_dir + "/journal";
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec) return "cannot create " + dir_ + ": " + ec.message();
+  path_ = dir_ + "/" + name + ".lgj";
+  staged_ = staged;
+  const std::string file = staged ? path_ + ".tmp" : path_;
+  if (staged) std::filesystem::remove(file, ec);  // a rotation that died half-way
+  fd_ = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+  if (fd_ < 0) return "cannot create " + file + ": " + std::strerror(errno);
+  buffer_.assign(kJournalMagic);
+  if (std::string err = Sync(); !err.empty()) return err;
+  return staged ? "" : SyncDirectory(dir_);
+}
+
+std::string JournalWriter::Publish() {
+  if (!staged_) return "";
+  if (std::string err = Sync(); !err.empty()) return err;
+  const std::string file = path_ + ".tmp";
+  if (::rename(file.c_str(), path_.c_str()) != 0) {
+    return "cannot rename " + file + " to " + path_ + ": " + std::strerror(errno);
+  }
+  staged_ = false;
+  return SyncDirectory(dir_);
+}
+
+void JournalWriter::Swap(JournalWriter& other) noexcept {
+  std::swap(fd_, other.fd_);
+  std::swap(dir_, other.dir_);
+  std::swap(path_, other.path_);
+  std::swap(buffer_, other.buffer_);
+  std::swap(staged_, other.staged_);
+  std::swap(unsynced_, other.unsynced_);
+  std::swap(bytes_, other.bytes_);
+  std::swap(syncs_, other.syncs_);
 }
 
 void JournalWriter::Append(const JournalRecord& record) {

@@ -48,6 +48,7 @@ enum class RecordKind : std::uint8_t {
   kBoot = 1,     // body: BootInfo
   kCommand = 2,  // body: a graph::Command
   kReport = 3,   // body: ReportInfo
+  kSnapshot = 4, // body: SnapshotPart
 };
 
 struct BootInfo {
@@ -66,11 +67,21 @@ struct ReportInfo {
   std::string json;  // graph::RenderJson or graph::RenderOrderJson
 };
 
+// A piece of a coordinator image (graph::Coordinator::SaveImage): the state a
+// segment that is not a boot's first starts from. The parts follow the boot record,
+// in order; the image is loaded when the last one is read.
+struct SnapshotPart {
+  std::uint32_t part = 0;   // 0-based
+  std::uint32_t parts = 1;  // how many make the image
+  std::string bytes;
+};
+inline constexpr std::size_t kSnapshotPartBytes = 8u << 20;
+
 struct JournalRecord {
   std::uint64_t boot = 0;    // random per boot
   std::int64_t wall_us = 0;  // Unix time, microseconds
   std::int64_t now_us = 0;   // the core's clock
-  std::variant<BootInfo, graph::Command, ReportInfo> body;
+  std::variant<BootInfo, graph::Command, ReportInfo, SnapshotPart> body;
   RecordKind kind() const;
 };
 
@@ -85,6 +96,27 @@ std::string FrameRecord(const JournalRecord& record);
 // secret, as the writer journals it. ScanSegment puts the secret back from the
 // hello earlier in the segment.
 graph::Command JournalSecretless(graph::Command command);
+// A segment that starts from a snapshot has no hello of the sessions in it: their
+// commands get the secret from the core that loaded the snapshot. Replayers call
+// this before applying a command; it fills only a missing secret.
+void RestoreSecretFrom(graph::Command& command, const graph::Coordinator& core);
+
+// Collects a segment's snapshot parts, in order, and loads the image into `core`
+// when the last one arrives. Recovery and replay share it.
+class SnapshotLoader {
+ public:
+  // "" or what is wrong (parts out of order, a second snapshot, a bad image).
+  // `loaded` is set when this part completed the image and it was loaded.
+  std::string Add(SnapshotPart&& part, graph::Coordinator& core, bool& loaded);
+  bool pending() const { return next_ > 0 && !done_; }  // parts read, image not yet whole
+  bool done() const { return done_; }
+
+ private:
+  std::string bytes_;
+  std::uint32_t next_ = 0;
+  std::uint32_t parts_ = 0;
+  bool done_ = false;
+};
 
 // ---------------------------------------------------------------- reading
 
@@ -105,7 +137,12 @@ std::variant<SegmentScan, std::string> ScanSegment(const std::string& path);
 std::variant<SegmentScan, std::string> ScanSegment(const std::string& path,
                                                   const std::function<void(JournalRecord&&)>& each);
 
-// Segment files of a data directory (DATA_DIR/journal/*.lgj), oldest first.
+// A segment's file name (without .lgj): EPOCH for the first segment of a boot,
+// EPOCH-N for the N-th one it started later (each beginning with a snapshot).
+std::string SegmentName(std::uint32_t epoch, std::uint32_t n);
+
+// Segment files of a data directory (DATA_DIR/journal/*.lgj), oldest first: by
+// epoch, then by N (see SegmentName); other names come first, by name.
 std::vector<std::string> ListSegments(const std::string& data_dir);
 
 // Removes segments (oldest first in `segments`, as ListSegments gives them) of
@@ -138,9 +175,18 @@ class JournalWriter {
   JournalWriter(const JournalWriter&) = delete;
   JournalWriter& operator=(const JournalWriter&) = delete;
 
-  // Creates DATA_DIR/journal/NAME.lgj (NAME sorts by creation) with mode 0600: the
+  // Creates DATA_DIR/journal/NAME.lgj (see SegmentName) with mode 0600: the
   // records hold session secrets. The magic is written and synced with the directory.
-  std::string Open(const std::string& data_dir, const std::string& name);
+  // `staged`: the file is NAME.lgj.tmp until Publish renames it, so that a segment
+  // that starts with a snapshot appears whole or not at all (a crash half-way leaves
+  // a .tmp file, which ListSegments ignores and the next Open of it replaces).
+  std::string Open(const std::string& data_dir, const std::string& name, bool staged = false);
+  // Staged: syncs what was appended, renames the file to its name and syncs the
+  // directory. Nothing to do otherwise.
+  std::string Publish();
+  // Exchanges the files and state of two writers (the old segment's is closed when
+  // its writer is destroyed).
+  void Swap(JournalWriter& other) noexcept;
   bool is_open() const { return fd_ >= 0; }
   const std::string& path() const { return path_; }
 
@@ -158,7 +204,9 @@ class JournalWriter {
 
  private:
   int fd_ = -1;
+  std::string dir_;
   std::string path_;
+  bool staged_ = false;
   std::string buffer_;
   bool unsynced_ = false;
   std::uint64_t bytes_ = 0;

@@ -65,6 +65,11 @@ int main(int argc, char** argv) {
                  "journal durability: always (a reply waits for its record's fsync), interval (fsync every "
                  "10 ms; the default) or never")
       ->check(CLI::IsMember({"always", "interval", "never"}));
+  std::int64_t segment_kb = -1;
+  app.add_option("--segment-kb", segment_kb,
+                 "start a new journal segment from a snapshot once the current one has grown by this many KiB "
+                 "and by its snapshot's size (default 65536)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 30));
   bool no_journal = false;
   app.add_flag("--no-journal", no_journal, "write no journal (no history, no replay)");
   CLI11_PARSE(app, argc, argv);
@@ -84,6 +89,7 @@ int main(int argc, char** argv) {
   if (!order_mode.empty()) config.core.order.mode = *lockgraph::graph::ParseOrderMode(order_mode);
   if (!fsync.empty()) config.fsync = *lockgraph::daemon::ParseFsyncPolicy(fsync);
   if (no_journal) config.journal = false;
+  if (segment_kb > 0) config.journal_segment_kb = segment_kb;
   if (!listen.empty()) config.listen = listen;
   if (!data_dir.empty()) config.data_dir = data_dir;
   if (!admin_token.empty()) config.admin_token = admin_token;

@@ -167,6 +167,7 @@ std::string_view KindName(RecordKind k) {
     case RecordKind::kBoot: return "boot";
     case RecordKind::kCommand: return "command";
     case RecordKind::kReport: return "report";
+    case RecordKind::kSnapshot: return "snapshot";
   }
   return "unknown";
 }
@@ -406,6 +407,8 @@ std::variant<ReplayResult, std::string> ReplaySegment(const SegmentScan& scan,
   // command record that made it, so every journaled report must be replayed first.
   std::unordered_multiset<std::string> replayed_reports;
   std::size_t deadlocks_seen = 0;
+  SnapshotLoader snapshot;
+  bool commands = false;
 
   for (std::size_t i = 0; i < scan.records.size(); ++i) {
     const JournalRecord& rec = scan.records[i];
@@ -418,11 +421,24 @@ std::variant<ReplayResult, std::string> ReplaySegment(const SegmentScan& scan,
     if (i > 0 && std::holds_alternative<BootInfo>(rec.body)) {
       return "record " + std::to_string(i + 1) + " is a second boot record; a segment holds one boot";
     }
-    if (const auto* command = std::get_if<graph::Command>(&rec.body)) {
+    if (const auto* part = std::get_if<SnapshotPart>(&rec.body)) {
+      if (commands) return "record " + std::to_string(i + 1) + ": a snapshot must follow the boot record";
+      if (std::string err = snapshot.Add(SnapshotPart(*part), *res.coordinator, step.snapshot); !err.empty()) {
+        return "record " + std::to_string(i + 1) + ": " + err;
+      }
+      if (step.snapshot) {
+        book.Resync(*res.coordinator, step);
+        res.last_now_us = std::max(res.last_now_us, rec.now_us);
+      }
+    } else if (const auto* command = std::get_if<graph::Command>(&rec.body)) {
+      if (snapshot.pending()) return "record " + std::to_string(i + 1) + " comes before the snapshot is whole";
+      commands = true;
       if (auto id = NamedLease(*command)) {
         if (const LeaseRef* l = book.FindLease(*id)) step.named_lease = *l;
       }
-      effects = res.coordinator->Apply(*command, rec.now_us);
+      graph::Command with_secret = *command;
+      RestoreSecretFrom(with_secret, *res.coordinator);
+      effects = res.coordinator->Apply(with_secret, rec.now_us);
       step.effects = &effects;
       Follow(book, *command, effects, step, res.deadlocks);
       book.Resync(*res.coordinator, step);

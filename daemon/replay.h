@@ -121,8 +121,11 @@ struct ReplayStep {
   std::optional<LeaseRef> named_lease;
   std::vector<EndedLease> ended_leases;  // in the order they ended
   std::vector<EndedWait> ended_waits;
-  // Leases live in the core that no reply or event granted: restored at a restart.
+  // Leases live in the core that no reply or event granted: restored at a restart,
+  // or (with `snapshot`) held when the segment's snapshot was taken.
   std::vector<LeaseRef> appeared_leases;
+  // This record completed the segment's snapshot, and the state now comes from it.
+  bool snapshot = false;
 };
 
 struct ReplayResult {
@@ -149,7 +152,8 @@ struct ReplayResult {
 };
 
 // Replays `scan`: builds the core from the boot record (an error if the first
-// record is not one), then applies the records in order, stopping before the first
+// record is not one), loads the snapshot that may follow it (a segment started
+// mid-run: the state then, see SnapshotPart), then applies the records in order, stopping before the first
 // record whose wall_us is after `until_wall_us` (all records without it). Calls
 // `on_step` (may be empty) for every record applied, the boot record included.
 // Returns the result, or an error naming the record that cannot be replayed.

@@ -138,6 +138,11 @@ class Server::Impl {
   // End of a loop turn: hand the journal to the kernel, fsync by policy, and (under
   // `always`) only then send what the turn produced (group commit).
   void FinishTurn();
+  // After a turn: once the segment has grown by journal_segment_kb and by as much
+  // as its snapshot, start a new one from a snapshot (Rotate) and prune old ones.
+  void MaybeRotate();
+  std::string Rotate();
+  void StartSyncer();
   std::string StatsJson();
   std::string LeasesJson(const protocol::Request& req);
   std::string GraphJson();
@@ -177,6 +182,14 @@ class Server::Impl {
     if (syncer_.joinable()) syncer_.join();
   }
   bool journal_failed_ = false;
+  std::uint32_t segment_n_ = 0;             // SegmentName's N of the current segment
+  std::uint64_t segment_start_bytes_ = 0;   // journal_.bytes() after its snapshot
+  std::uint64_t last_image_bytes_ = 0;
+  std::uint64_t snapshots_ = 0;
+  std::uint64_t snapshot_failures_ = 0;
+  std::uint64_t earlier_bytes_ = 0;  // journaled by this boot in segments it left
+  std::uint64_t earlier_syncs_ = 0;
+  long last_snapshot_ms_ = 0;
   // Messages of the current loop turn, waiting for its journal records (FinishTurn).
   std::vector<std::pair<std::string, std::string>> deferred_;
 };
@@ -346,9 +359,15 @@ std::string Server::Impl::OpenJournal() {
                      std::chrono::hours(24 * config_.journal_keep_days))) {
     spdlog::info("journal: removed old segment {}", removed);
   }
-  char name[16];
-  std::snprintf(name, sizeof name, "%08u", config_.epoch);
-  if (std::string err = journal_.Open(config_.data_dir, name); !err.empty()) return err;
+  // A new segment that a crash interrupted before it was whole: never published.
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(config_.data_dir + "/journal", ec)) {
+    if (entry.path().extension() == ".tmp" && entry.path().stem().extension() == ".lgj") {
+      spdlog::warn("journal: removing {}, a segment left unfinished", entry.path().string());
+      std::filesystem::remove(entry.path(), ec);
+    }
+  }
+  if (std::string err = journal_.Open(config_.data_dir, SegmentName(config_.epoch, 0)); !err.empty()) return err;
   boot_id_ = rng_();
   JournalRecord r;
   r.boot = boot_id_;
@@ -358,7 +377,7 @@ std::string Server::Impl::OpenJournal() {
   journal_.Append(r);
   if (std::string err = journal_.Sync(); !err.empty()) return err;
   spdlog::info("journal {} (fsync {})", journal_.path(), FsyncPolicyName(config_.fsync));
-  if (config_.fsync == FsyncPolicy::kInterval) syncer_ = std::thread([this] { RunSyncer(); });
+  StartSyncer();
   if (point && !point->sessions.empty()) {
     // Grace: at least the longest restored TTL, so that no lease a client may still
     // be using passes to someone else before its holder could have reclaimed it.
@@ -393,6 +412,82 @@ std::string Server::Impl::OpenJournal() {
     spdlog::warn("restored {} session(s) and {} lease(s) from {} (replayed in {} ms, restored in {} ms); grace {} ms{}",
                  sessions, leases, previous, replay_ms, ms_since(started) - replay_ms, grace_ms,
                  point->grant_unclaimed ? " (leases not awaiting reclaim may be granted)" : "");
+  }
+  // What a restore wrote counts as this segment's snapshot.
+  segment_start_bytes_ = journal_.bytes();
+  last_image_bytes_ = journal_.bytes();
+  return "";
+}
+
+void Server::Impl::StartSyncer() {
+  if (config_.fsync != FsyncPolicy::kInterval || syncer_.joinable()) return;
+  written_.store(journal_.bytes(), std::memory_order_relaxed);
+  synced_.store(journal_.bytes(), std::memory_order_relaxed);
+  syncer_stop_.store(false);
+  syncer_ = std::thread([this] { RunSyncer(); });
+}
+
+void Server::Impl::MaybeRotate() {
+  if (!journal_.is_open() || journal_failed_) return;
+  const std::uint64_t grown = journal_.bytes() - segment_start_bytes_;
+  if (grown < std::max<std::uint64_t>(static_cast<std::uint64_t>(config_.journal_segment_kb) << 10, last_image_bytes_)) {
+    return;
+  }
+  if (std::string err = Rotate(); !err.empty()) {
+    // Keep journaling where we are; try again after as much growth again.
+    ++snapshot_failures_;
+    segment_start_bytes_ = journal_.bytes();
+    spdlog::error("journal: cannot start a new segment: {}; continuing in {}", err, journal_.path());
+  }
+}
+
+std::string Server::Impl::Rotate() {
+  const auto started = std::chrono::steady_clock::now();
+  // The old segment is complete and durable before the new one can replace it.
+  if (std::string err = journal_.Sync(); !err.empty()) return err;
+  StopSyncer();
+  struct Restart {
+    Impl* impl;
+    ~Restart() { impl->StartSyncer(); }
+  } restart{this};
+  JournalWriter next;
+  if (std::string err = next.Open(config_.data_dir, SegmentName(config_.epoch, segment_n_ + 1), /*staged=*/true);
+      !err.empty()) {
+    return err;
+  }
+  JournalRecord r;
+  r.boot = boot_id_;
+  r.wall_us = WallNowUs();
+  r.now_us = MonotonicNowUs();
+  const std::uint64_t seq = (core_.last_token() & (graph::kSeqLimit - 1)) + 1;
+  r.body = BootInfo{core_.epoch(), std::min(seq, graph::kSeqLimit - 1), kServerName,
+                    config_.fsync == FsyncPolicy::kAlways, config_.core};
+  next.Append(r);
+  std::string image = core_.SaveImage();
+  const auto parts = static_cast<std::uint32_t>(std::max<std::size_t>(1, (image.size() + kSnapshotPartBytes - 1) / kSnapshotPartBytes));
+  for (std::uint32_t i = 0; i < parts; ++i) {
+    const std::size_t at = std::size_t{i} * kSnapshotPartBytes;
+    r.body = SnapshotPart{i, parts, image.substr(at, kSnapshotPartBytes)};
+    next.Append(r);
+    if (std::string err = next.Write(); !err.empty()) return err;
+  }
+  if (std::string err = next.Publish(); !err.empty()) return err;
+  journal_.Swap(next);  // `next` now holds the old segment, closed when it goes
+  earlier_bytes_ += next.bytes();
+  earlier_syncs_ += next.syncs();
+  ++segment_n_;
+  segment_start_bytes_ = journal_.bytes();
+  last_image_bytes_ = image.size();
+  ++snapshots_;
+  last_snapshot_ms_ = static_cast<long>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count());
+  const graph::Stats& s = core_.stats();
+  spdlog::info("journal: new segment {} from a snapshot of {} lease(s), {} wait(s), {} session(s) ({} bytes) in {} ms",
+               journal_.path(), s.live_leases, s.live_waits, s.live_sessions, image.size(), last_snapshot_ms_);
+  for (const std::string& removed :
+       PruneSegments(ListSegments(config_.data_dir), static_cast<std::uint64_t>(config_.journal_keep_mb) << 20,
+                     std::chrono::hours(24 * config_.journal_keep_days))) {
+    spdlog::info("journal: removed old segment {}", removed);
   }
   return "";
 }
@@ -442,6 +537,7 @@ void Server::Impl::FinishTurn() {
     out.swap(deferred_);
     for (const auto& [routing_id, payload] : out) SendNow(routing_id, payload);
   }
+  MaybeRotate();
 }
 
 void Server::Impl::RestoreOrder() {
@@ -976,10 +1072,17 @@ std::string Server::Impl::StatsJson() {
   w.StartObject();
   Key(w, "fsync");
   Str(w, std::string(FsyncPolicyName(config_.fsync)));
-  num("bytes", journal_.bytes());
-  num("syncs", journal_.syncs() + background_syncs_.load(std::memory_order_relaxed));
+  num("bytes", earlier_bytes_ + journal_.bytes());
+  num("syncs", earlier_syncs_ + journal_.syncs() + background_syncs_.load(std::memory_order_relaxed));
   Key(w, "failed");
   w.Bool(journal_failed_);
+  Key(w, "segment");
+  Str(w, journal_.path());
+  num("segment_bytes", journal_.bytes());
+  num("snapshots", snapshots_);
+  num("snapshot_failures", snapshot_failures_);
+  num("last_snapshot_ms", static_cast<std::uint64_t>(last_snapshot_ms_));
+  num("last_snapshot_bytes", last_image_bytes_);
   w.EndObject();
   const graph::OrderStats& o = core_.order().stats();
   Key(w, "order");

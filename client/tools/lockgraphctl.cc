@@ -418,11 +418,40 @@ int Replay(const std::string& path, const std::string& at_text, const std::strin
               journal::FormatTime(r.last_wall_us).c_str(),
               at ? (" (as of " + journal::FormatTime(*at) + ")").c_str() : "");
   PrintGraphText(graph_json);
-  if (r.deadlocks.empty()) {
+  // A segment that starts from a snapshot continues earlier ones of the same boot:
+  // their deadlocks came before it.
+  std::vector<std::shared_ptr<const lockgraph::graph::DeadlockReport>> deadlocks;
+  if (IsDirectory(path)) {
+    auto boot_of = [](const std::string& s) -> std::optional<std::uint64_t> {
+      auto boot = journal::ReadBootRecord(s);
+      auto* rec = std::get_if<journal::JournalRecord>(&boot);
+      return rec ? std::optional<std::uint64_t>(rec->boot) : std::nullopt;
+    };
+    const std::vector<std::string> segments = journal::ListSegments(path);
+    std::vector<std::string> earlier;
+    auto it = std::find(segments.begin(), segments.end(), segment);
+    while (it != segments.begin() && boot_of(*std::prev(it)) == r.boot_id) earlier.insert(earlier.begin(), *--it);
+    for (const std::string& e : earlier) {
+      auto scan = ScanWithWarning(e);
+      if (auto* err = std::get_if<std::string>(&scan)) {
+        Warn(*err + "; its deadlocks are not shown");
+        continue;
+      }
+      auto before = journal::ReplaySegment(std::get<journal::SegmentScan>(scan), std::nullopt);
+      if (auto* err = std::get_if<std::string>(&before)) {
+        Warn(e + ": " + *err + "; its deadlocks are not shown");
+        continue;
+      }
+      const auto& b = std::get<journal::ReplayResult>(before);
+      deadlocks.insert(deadlocks.end(), b.deadlocks.begin(), b.deadlocks.end());
+    }
+  }
+  deadlocks.insert(deadlocks.end(), r.deadlocks.begin(), r.deadlocks.end());
+  if (deadlocks.empty()) {
     std::printf("deadlocks up to then: none\n");
   } else {
-    std::printf("deadlocks up to then: %zu\n", r.deadlocks.size());
-    for (const auto& report : r.deadlocks) {
+    std::printf("deadlocks up to then: %zu\n", deadlocks.size());
+    for (const auto& report : deadlocks) {
       std::string text = lockgraph::graph::RenderText(*report);
       if (text.empty() || text.back() != '\n') text += '\n';
       std::printf("\ndeadlock #%llu at %s:\n%s", static_cast<unsigned long long>(report->id),
@@ -438,8 +467,21 @@ class History {
  public:
   History(std::string what, std::optional<std::int64_t> since) : what_(std::move(what)), since_(since) {}
 
+  // Whether the segment about to be replayed continues the previous one (the same
+  // boot, started from a snapshot): what its snapshot holds was told already.
+  void set_continues(bool continues) { continues_ = continues; }
+
   void Step(const journal::ReplayStep& step) {
     wall_us_ = step.record->wall_us;
+    if (step.snapshot && !continues_) {
+      // The segments before it are gone (pruned): start from what it holds.
+      for (const auto& l : step.appeared_leases) {
+        if (Concerns(l.full_owner(), l.resource)) {
+          Line(l.full_owner() + " held " + Mode(l.mode) + " " + l.resource + " (lease " + std::to_string(l.lease) +
+               (l.revoked ? ", revoked" : "") + ") when the journal's oldest segment began");
+        }
+      }
+    }
     if (const auto* report = std::get_if<journal::ReportInfo>(&step.record->body)) {
       if (report->type == journal::ReportInfo::Type::kOrder) OrderReport(report->json);
       return;
@@ -472,7 +514,8 @@ class History {
 
   // What was still live when the segment ended: the daemon stopped there (a next
   // boot's restored leases show up as such in its own segment).
-  void SegmentEnd(const journal::ReplayResult& r, const std::string& segment) {
+  void SegmentEnd(const journal::ReplayResult& r, const std::string& segment, bool continued) {
+    if (continued) return;  // the next segment goes on from a snapshot of this state
     wall_us_ = r.last_wall_us;
     for (const auto& [id, l] : r.leases) {
       if (Concerns(l.full_owner(), l.resource)) {
@@ -659,6 +702,7 @@ class History {
   std::optional<std::int64_t> since_;
   std::int64_t wall_us_ = 0;
   std::size_t lines_ = 0;
+  bool continues_ = false;
 };
 
 int HistoryOf(const std::string& what, const std::string& since_text, const std::string& data_dir) {
@@ -676,7 +720,18 @@ int HistoryOf(const std::string& what, const std::string& since_text, const std:
   }
   History history(what, since);
   bool unreadable = false;
+  // Each segment's boot id: a segment with its predecessor's boot id started from a
+  // snapshot of where that one ended.
+  std::vector<std::optional<std::uint64_t>> boots;
   for (const std::string& segment : segments) {
+    auto boot = journal::ReadBootRecord(segment);
+    auto* rec = std::get_if<journal::JournalRecord>(&boot);
+    boots.push_back(rec ? std::optional<std::uint64_t>(rec->boot) : std::nullopt);
+  }
+  auto same_boot = [&](std::size_t i, std::size_t j) { return boots[i] && boots[j] && *boots[i] == *boots[j]; };
+  for (std::size_t i = 0; i < segments.size(); ++i) {
+    const std::string& segment = segments[i];
+    history.set_continues(i > 0 && same_boot(i - 1, i));
     auto scanned = ScanWithWarning(segment);
     if (auto* err = std::get_if<std::string>(&scanned)) {
       std::cerr << "lockgraphctl: " << *err << "\n";
@@ -692,7 +747,7 @@ int HistoryOf(const std::string& what, const std::string& since_text, const std:
     }
     const auto& r = std::get<journal::ReplayResult>(replayed);
     for (const std::string& w : r.warnings) Warn(segment + ": " + w);
-    history.SegmentEnd(r, segment);
+    history.SegmentEnd(r, segment, i + 1 < segments.size() && same_boot(i, i + 1));
   }
   if (history.lines() == 0) {
     std::printf("no events for %s%s\n", what.c_str(), since ? (" since " + journal::FormatTime(*since)).c_str() : "");

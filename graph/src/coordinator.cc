@@ -2180,6 +2180,12 @@ std::vector<std::string> Coordinator::Sessions() const {
   return out;
 }
 
+std::optional<std::string> Coordinator::SecretOf(const std::string& session) const {
+  auto it = impl_->session_index_.find(session);
+  if (it == impl_->session_index_.end()) return std::nullopt;
+  return impl_->sessions_[it->second].secret;
+}
+
 std::optional<TimeUs> Coordinator::OwnerStarted(const std::string& session, const std::string& owner) const {
   const Impl& m = *impl_;
   auto it = m.session_index_.find(session);

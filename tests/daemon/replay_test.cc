@@ -524,7 +524,38 @@ class ReplayDaemonTest : public ::testing::Test {
   std::unique_ptr<Daemon> daemon_;
 };
 
-TEST_F(ReplayDaemonTest, ReplayAtAMomentShowsTheGraphTheDaemonReportedThen) {
+// The post-mortem tools over one segment, and over many that start from snapshots
+// (a new segment every KiB: each moment below falls in a different one).
+class ReplayAcrossSegmentsTest : public ReplayDaemonTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  void StartDaemon() {
+    ReplayDaemonTest::StartDaemon(GetParam() ? std::vector<std::string>{"--segment-kb", "1"}
+                                             : std::vector<std::string>{});
+  }
+  // With snapshots on: enough journal (acquires and releases of a resource of its
+  // own) that the daemon starts a new segment before the next step.
+  void Churn(RawClient& c) {
+    if (!GetParam()) return;
+    for (int i = 0; i < 24; ++i) {
+      auto r = Call(c, Acquire("churn", "churn:" + std::to_string(i), "churn.cc:1"));
+      ASSERT_TRUE(r.granted) << r.message;
+      ASSERT_TRUE(Call(c, ReleaseReq(r.lease.value_or(0))).ok());
+    }
+  }
+  // With snapshots on, several segments must have begun from one.
+  void ExpectSegments(const std::string& dir) {
+    std::size_t from_snapshots = 0;
+    for (const std::string& segment : daemon::ListSegments(dir)) {
+      from_snapshots += std::filesystem::path(segment).stem().string().find('-') != std::string::npos;
+    }
+    if (GetParam()) EXPECT_GE(from_snapshots, 3u);
+    else EXPECT_EQ(from_snapshots, 0u);
+  }
+};
+INSTANTIATE_TEST_SUITE_P(Segments, ReplayAcrossSegmentsTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "SnapshotEveryKiB" : "OneSegment"; });
+
+TEST_P(ReplayAcrossSegmentsTest, ReplayAtAMomentShowsTheGraphTheDaemonReportedThen) {
   StartDaemon();
   auto a = Client(), b = Client(), c = Client();
   graph::LeaseId victim_lease = 0;
@@ -535,10 +566,12 @@ TEST_F(ReplayDaemonTest, ReplayAtAMomentShowsTheGraphTheDaemonReportedThen) {
   ASSERT_TRUE(Call(*a, Acquire("audit", "inventory:1", "audit.cc:1")).queued);
   ASSERT_TRUE(Call(*c, Report(Op::kHold, "ext", "pg:row:9")).ok());
   ASSERT_TRUE(Call(*b, Report(Op::kWait, "ext2", "pg:row:9")).ok());
+  ASSERT_NO_FATAL_FAILURE(Churn(*c));
 
   auto graph_then = Call(*c, QueryReq(Op::kGraph));
   ASSERT_TRUE(graph_then.ok()) << graph_then.message;
   const std::int64_t then = WallNowUs();
+  ASSERT_NO_FATAL_FAILURE(Churn(*c));
   // Later: the victim releases (a/pay gets order:1), stock lets go (audit gets it).
   ASSERT_TRUE(Call(*b, ReleaseReq(victim_lease)).ok());
   ASSERT_TRUE(a->WaitEvent([](const protocol::Event& e) { return e.kind == protocol::EventKind::kGranted && e.resource == "order:1"; }).has_value());
@@ -548,6 +581,7 @@ TEST_F(ReplayDaemonTest, ReplayAtAMomentShowsTheGraphTheDaemonReportedThen) {
   ASSERT_TRUE(StopDaemon(*daemon_)) << daemon_->process().Output();
 
   const std::string dir = daemon_->data_dir();
+  ExpectSegments(dir);
   const CtlResult json = Ctl({"replay", dir, "--at", std::to_string(then), "--format", "json"});
   ASSERT_EQ(json.code, 0) << json.output;
   EXPECT_EQ(WithoutWaitingMs(json.output), WithoutWaitingMs(graph_then.listing_json));
@@ -581,18 +615,22 @@ TEST_F(ReplayDaemonTest, ReplayAtAMomentShowsTheGraphTheDaemonReportedThen) {
   EXPECT_NE(early.output.find("starts at or before 1970-01-01T00:00:00.001000Z"), std::string::npos) << early.output;
 }
 
-TEST_F(ReplayDaemonTest, HistoryListsAResourcesAndAnOwnersEventsInOrder) {
+TEST_P(ReplayAcrossSegmentsTest, HistoryListsAResourcesAndAnOwnersEventsInOrder) {
   StartDaemon();
   auto a = Client(), b = Client();
   graph::LeaseId victim_lease = 0;
   ASSERT_NO_FATAL_FAILURE(AbBa(*a, *b, victim_lease));
+  ASSERT_NO_FATAL_FAILURE(Churn(*a));
   ASSERT_TRUE(Call(*b, ReleaseReq(victim_lease)).ok());
   auto granted = a->WaitEvent([](const protocol::Event& e) { return e.kind == protocol::EventKind::kGranted && e.resource == "order:1"; });
   ASSERT_TRUE(granted.has_value());
+  ASSERT_NO_FATAL_FAILURE(Churn(*a));
   const std::int64_t middle = WallNowUs();
+  ASSERT_NO_FATAL_FAILURE(Churn(*a));
   ASSERT_TRUE(Call(*a, ReleaseReq(granted->lease)).ok());
   ASSERT_TRUE(StopDaemon(*daemon_)) << daemon_->process().Output();
   const std::string dir = daemon_->data_dir();
+  ExpectSegments(dir);
   const std::string pay = Owner(*a, "pay"), refund = Owner(*b, "refund");
 
   const CtlResult order = Ctl({"history", "order:1", "--data-dir", dir});
@@ -608,6 +646,9 @@ TEST_F(ReplayDaemonTest, HistoryListsAResourcesAndAnOwnersEventsInOrder) {
                                   pay + " released order:1",
                               });
   EXPECT_EQ(order.output.find("account:1: granted"), std::string::npos) << order.output;  // not about order:1
+  // A segment that starts from a snapshot continues the story: no restart, no end.
+  EXPECT_EQ(order.output.find("restored"), std::string::npos) << order.output;
+  EXPECT_EQ(order.output.find("still held"), std::string::npos) << order.output;
   // Every line starts with its time.
   std::istringstream lines(order.output);
   for (std::string line; std::getline(lines, line);) {

@@ -547,11 +547,13 @@ TEST(RestartTest, KillNineUnderLoadKeepsFencingAndExclusion) {
   const TimePoint test_start = Clock::now();
 
   zmq::context_t ctx;
-  auto d = std::make_unique<Daemon>(std::vector<std::string>{"--fsync", "always"});
+  // Tiny segments: the daemon starts a new one from a snapshot every few hundred
+  // records, so kills also land just after snapshots and restarts load them.
+  auto d = std::make_unique<Daemon>(std::vector<std::string>{"--fsync", "always", "--segment-kb", "1"});
   ASSERT_FALSE(d->endpoint().empty()) << d->process().Output();
   const std::string endpoint = d->endpoint();
   const std::string dir = d->data_dir();
-  const std::vector<std::string> again = {"--fsync", "always", "--listen", endpoint};
+  const std::vector<std::string> again = {"--fsync", "always", "--segment-kb", "1", "--listen", endpoint};
 
   FencedStorage storage;
   std::mutex mu;  // guards what follows
@@ -753,7 +755,13 @@ TEST(RestartTest, KillNineUnderLoadKeepsFencingAndExclusion) {
                         std::to_string(writes.size()) + " writes, " + std::to_string(probe_samples) +
                         " listings during the load; outcomes:";
   for (const auto& [what, n] : outcomes) summary += " " + what + "=" + std::to_string(n);
+  std::size_t snapshot_segments = 0;
+  for (const std::string& segment : daemon::ListSegments(dir)) {
+    snapshot_segments += std::filesystem::path(segment).stem().string().find('-') != std::string::npos;
+  }
+  summary += "; " + std::to_string(snapshot_segments) + " segments started from snapshots";
   ASSERT_GE(grants.size(), 50u) << summary;
+  EXPECT_GE(snapshot_segments, 5u) << "too few snapshots to test restarts from them; " << summary;
   for (const auto& [what, n] : outcomes) {
     // A busy resource, a grace outlasting the wait, a lease lost at a reclaim: all
     // expected. A refused request or a lost session is not.

@@ -403,6 +403,9 @@ class Coordinator {
   // The end of the grace period after a Restore (0 when there was none).
   TimeUs grace_until() const;
   bool in_grace() const;
+  // A live session's secret (the journal keeps secrets once; a segment that starts
+  // from a snapshot finds them in the state it loaded).
+  std::optional<std::string> SecretOf(const std::string& session) const;
   // "session/owner" -> `started`, for live owners.
   std::optional<TimeUs> OwnerStarted(const std::string& session,
                                      const std::string& owner) const;
