@@ -1,6 +1,7 @@
 #include "journal.h"
 
 #include <fcntl.h>
+#include <stdio.h>  // renameat2
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -577,6 +578,9 @@ std::string FrameRecord(const JournalRecord& record) {
 std::string SnapshotLoader::Add(SnapshotPart&& part, graph::Coordinator& core, bool& loaded) {
   loaded = false;
   if (done_) return "a second snapshot in one segment";
+  if (part.parts == 0 || part.part >= part.parts) {
+    return "snapshot part " + std::to_string(part.part) + " of " + std::to_string(part.parts);
+  }
   if (part.part != next_ || (next_ > 0 && part.parts != parts_)) {
     return "snapshot part " + std::to_string(part.part + 1) + " of " + std::to_string(part.parts) +
            " where part " + std::to_string(next_ + 1) + (next_ > 0 ? " of " + std::to_string(parts_) : "") +
@@ -721,7 +725,7 @@ std::variant<SegmentScan, std::string> ScanSegment(const std::string& path,
 std::string SegmentName(std::uint32_t epoch, std::uint32_t n) {
   char name[32];
   if (n == 0) std::snprintf(name, sizeof name, "%08u", epoch);
-  else std::snprintf(name, sizeof name, "%08u-%06u", epoch, n);
+  else std::snprintf(name, sizeof name, "%08u_%06u", epoch, n);
   return name;
 }
 
@@ -738,7 +742,7 @@ std::optional<std::pair<std::uint64_t, std::uint64_t>> ParseSegmentName(const st
     }
     return v;
   };
-  const std::size_t dash = stem.find('-');
+  const std::size_t dash = stem.find('_');
   auto epoch = number(std::string_view(stem).substr(0, dash));
   auto n = dash == std::string::npos ? std::optional<std::uint64_t>(0) : number(std::string_view(stem).substr(dash + 1));
   if (!epoch || !n) return std::nullopt;
@@ -858,10 +862,11 @@ std::string JournalWriter::Publish() {
   if (!staged_) return "";
   if (std::string err = Sync(); !err.empty()) return err;
   const std::string file = path_ + ".tmp";
-  if (::rename(file.c_str(), path_.c_str()) != 0) {
+  // Never over an existing segment: its records would be lost.
+  if (::renameat2(AT_FDCWD, file.c_str(), AT_FDCWD, path_.c_str(), RENAME_NOREPLACE) != 0) {
     return "cannot rename " + file + " to " + path_ + ": " + std::strerror(errno);
   }
-  staged_ = false;
+  staged_ = false;  // published, even if the directory's sync below fails
   return SyncDirectory(dir_);
 }
 

@@ -138,7 +138,9 @@ std::variant<SegmentScan, std::string> ScanSegment(const std::string& path,
                                                   const std::function<void(JournalRecord&&)>& each);
 
 // A segment's file name (without .lgj): EPOCH for the first segment of a boot,
-// EPOCH-N for the N-th one it started later (each beginning with a snapshot).
+// EPOCH_N for the N-th one it started later (each beginning with a snapshot), both
+// zero-padded so that names sort by time ('_' sorts after the '.' of ".lgj", so a
+// shell's `journal/*.lgj` lists them in order too).
 std::string SegmentName(std::uint32_t epoch, std::uint32_t n);
 
 // Segment files of a data directory (DATA_DIR/journal/*.lgj), oldest first: by
@@ -181,9 +183,11 @@ class JournalWriter {
   // that starts with a snapshot appears whole or not at all (a crash half-way leaves
   // a .tmp file, which ListSegments ignores and the next Open of it replaces).
   std::string Open(const std::string& data_dir, const std::string& name, bool staged = false);
-  // Staged: syncs what was appended, renames the file to its name and syncs the
-  // directory. Nothing to do otherwise.
+  // Staged: syncs what was appended, renames the file to its name (refused when a
+  // file of that name exists) and syncs the directory. Nothing to do otherwise.
+  // After an error, staged() says whether the rename happened.
   std::string Publish();
+  bool staged() const { return staged_; }
   // Exchanges the files and state of two writers (the old segment's is closed when
   // its writer is destroyed).
   void Swap(JournalWriter& other) noexcept;

@@ -471,7 +471,12 @@ std::string Server::Impl::Rotate() {
     next.Append(r);
     if (std::string err = next.Write(); !err.empty()) return err;
   }
-  if (std::string err = next.Publish(); !err.empty()) return err;
+  if (std::string err = next.Publish(); !err.empty()) {
+    // Renamed, but the directory's sync failed: the new segment is listed last, so it
+    // is the one to go on in (a restart would read it); the error is logged.
+    if (next.staged()) return err;
+    spdlog::error("journal: {}", err);
+  }
   journal_.Swap(next);  // `next` now holds the old segment, closed when it goes
   earlier_bytes_ += next.bytes();
   earlier_syncs_ += next.syncs();

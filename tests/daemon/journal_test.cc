@@ -17,7 +17,12 @@
 // - ScanSegment over clean, cut, flipped and impossible segments; secrets journaled
 //   once (JournalSecretless) and put back by the scan; TruncateSegment.
 // - JournalWriter: mode 0600, O_EXCL, its counters, a write that fails half-way
-//   (RLIMIT_FSIZE), the destructor's sync; ListSegments.
+//   (RLIMIT_FSIZE), the destructor's sync; staged segments (NAME.lgj.tmp until
+//   Publish), Swap; SegmentName, ListSegments' (epoch, n) order, PruneSegments.
+// - Snapshot parts: their layout, refusals (part/parts out of range, every prefix);
+//   SnapshotLoader loads a real coordinator image cut into parts, and refuses parts
+//   out of order, a changed part count, a second snapshot and a damaged image
+//   without touching the coordinator.
 //
 // Replaying a property failure: rapidcheck prints the shrunk counterexample and
 // "seed: S"; rerun with
@@ -35,8 +40,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstdlib>
@@ -50,6 +57,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -335,9 +343,12 @@ std::string Describe(const JournalRecord& r) {
            Describe(config);
   } else if (const auto* c = std::get_if<graph::Command>(&body)) {
     out += Describe(*c);
-  } else {
-    const auto& [type, json] = std::get<ReportInfo>(body);
+  } else if (const auto* rep = std::get_if<ReportInfo>(&body)) {
+    const auto& [type, json] = *rep;
     out += "Report " + Text().E("type", type).S("json", json).str();
+  } else {
+    const auto& [part, parts, bytes] = std::get<SnapshotPart>(body);
+    out += "Snapshot " + Text().U("part", part).U("parts", parts).S("bytes", bytes).str();
   }
   return out;
 }
@@ -421,7 +432,7 @@ graph::Config RichConfig() {
 }
 
 JournalRecord Record(std::uint64_t boot, std::int64_t wall_us, std::int64_t now_us,
-                     std::variant<BootInfo, graph::Command, ReportInfo> body) {
+                     decltype(JournalRecord::body) body) {
   JournalRecord r;
   r.boot = boot;
   r.wall_us = wall_us;
@@ -450,7 +461,8 @@ JournalRecord RichBoot() {
   return Record(kU64Max, kI64Min, kI64Max, Boot(kU32Max, kU64Max, Odd("lockgraphd 0.1.0"), true, RichConfig()));
 }
 
-// Boot records (rich, default, empty victim policy), every rich command, both reports.
+// Boot records (rich, default, empty victim policy), every rich command, both
+// reports, snapshot parts.
 std::vector<JournalRecord> RichRecords() {
   std::vector<JournalRecord> out;
   out.push_back(RichBoot());
@@ -468,6 +480,10 @@ std::vector<JournalRecord> RichRecords() {
                                   R"({"cycle":[{"owner":"s/a","waits_for":"r2"}],"victim":"s/a"})"}));
   out.push_back(Record(0xDEADBEEF, 1'700'000'000'000'001, 6, ReportInfo{ReportInfo::Type::kOrder, Odd("{\"kind\":\"rank\"}")}));
   out.push_back(Record(0xDEADBEEF, 1'700'000'000'000'002, 7, ReportInfo{ReportInfo::Type::kOrder, ""}));
+  // Snapshot parts: empty, binary, the last of the most parts there can be.
+  out.push_back(Record(0xFEED, 1'700'000'000'000'003, 8, SnapshotPart{0, 1, ""}));
+  out.push_back(Record(0xFEED, 1'700'000'000'000'004, 9, SnapshotPart{1, 3, Odd("image") + std::string(5, '\0')}));
+  out.push_back(Record(kU64Max, kI64Min, kI64Max, SnapshotPart{kU32Max - 1, kU32Max, std::string("\0", 1)}));
   return out;
 }
 
@@ -670,6 +686,11 @@ TEST(JournalPayloadTest, KindLeadsEveryPayload) {
   EXPECT_EQ(Record(0, 0, 0, Boot(0, 1, "", false)).kind(), RecordKind::kBoot);
   EXPECT_EQ(Record(0, 0, 0, graph::Tick{}).kind(), RecordKind::kCommand);
   EXPECT_EQ(Record(0, 0, 0, ReportInfo{}).kind(), RecordKind::kReport);
+  EXPECT_EQ(Record(0, 0, 0, SnapshotPart{}).kind(), RecordKind::kSnapshot);
+  EXPECT_EQ(static_cast<unsigned>(RecordKind::kSnapshot), 4u);
+  std::set<RecordKind> kinds;
+  for (const JournalRecord& r : RichRecords()) kinds.insert(r.kind());
+  EXPECT_EQ(kinds.size(), std::variant_size_v<decltype(JournalRecord::body)>) << "a record kind has no sample";
 }
 
 // ================================================================ round trips
@@ -912,7 +933,7 @@ TEST(JournalPayloadTest, EveryProperPrefixIsRefused) {
 
 TEST(JournalPayloadTest, UnknownKindAndByteOrder) {
   const std::string tick = EncodePayload(CommandRecord(graph::Tick{}));
-  for (std::uint8_t kind : {0, 4, 255}) {
+  for (std::uint8_t kind : {0, 5, 255}) {
     EXPECT_EQ(DecodeError(WithByte(tick, 0, kind)), "unknown record kind " + std::to_string(kind));
   }
   EXPECT_EQ(DecodeError(WithByte(tick, 1, 2)), "unknown byte order 2");
@@ -1505,6 +1526,629 @@ TEST(JournalPayloadTest, BytesAreCerealsPortableBinary) {
     ar(std::uint8_t{1}, std::int64_t{77});
   }
   EXPECT_EQ(EncodePayload(r), expected.str());
+}
+
+// ================================================================ snapshot parts
+
+// Snapshot: part u32, parts u32, then the bytes as a string (u64 size, bytes).
+TEST(JournalPayloadTest, SnapshotByteByByte) {
+  const JournalRecord r = Record(0x0102030405060708, -1, 2, SnapshotPart{1, 3, std::string("a\0b", 3)});
+  const std::string expected = std::string("\x04\x01", 2) + "\x08\x07\x06\x05\x04\x03\x02\x01" +
+                               std::string(8, '\xFF') + std::string("\x02\0\0\0\0\0\0\0", 8) +
+                               std::string("\x01\0\0\0", 4) + std::string("\x03\0\0\0", 4) +
+                               std::string("\x03\0\0\0\0\0\0\0", 8) + std::string("a\0b", 3);
+  ASSERT_EQ(expected.size(), 45u);
+  const std::string payload = EncodePayload(r);
+  EXPECT_EQ(Hex(payload), Hex(expected));
+  EXPECT_EQ(Hex(FrameRecord(r)), Hex(Le32(45) + Le32(Crc32c(expected)) + expected));
+  EXPECT_EQ(Describe(WatchedDecode(expected)), Describe(r));
+
+  // As a big-endian host's cereal would write it.
+  const std::string big = std::string("\x04\x00", 2) + "\x01\x02\x03\x04\x05\x06\x07\x08" + std::string(8, '\xFF') +
+                          std::string("\0\0\0\0\0\0\0\x02", 8) + std::string("\0\0\0\x01", 4) +
+                          std::string("\0\0\0\x03", 4) + std::string("\0\0\0\0\0\0\0\x03", 8) + std::string("a\0b", 3);
+  EXPECT_EQ(Describe(WatchedDecode(big)), Describe(r));
+
+  // And what cereal itself writes for the same values.
+  std::ostringstream cereal_bytes;
+  cereal_bytes.put(static_cast<char>(RecordKind::kSnapshot));
+  {
+    cereal::PortableBinaryOutputArchive ar(cereal_bytes, cereal::PortableBinaryOutputArchive::Options::LittleEndian());
+    const auto& part = std::get<SnapshotPart>(r.body);
+    ar(r.boot, r.wall_us, r.now_us, part.part, part.parts, static_cast<std::uint64_t>(part.bytes.size()));
+    ar(cereal::binary_data(part.bytes.data(), part.bytes.size()));
+  }
+  EXPECT_EQ(Hex(payload), Hex(cereal_bytes.str()));
+}
+
+TEST(JournalPayloadTest, SnapshotPartsRoundTrip) {
+  std::string binary;
+  for (int i = 0; i < 512; ++i) binary += static_cast<char>(i);  // two NULs, every byte value twice
+  std::string megabyte(std::size_t{1} << 20, '\0');
+  std::mt19937_64 rng(0x5a17);
+  for (char& ch : megabyte) ch = static_cast<char>(rng());
+  const std::vector<SnapshotPart> parts = {SnapshotPart{0, 1, ""}, SnapshotPart{0, 2, binary},
+                                           SnapshotPart{1, 2, std::string(7, '\0')}, SnapshotPart{6, 7, megabyte},
+                                           SnapshotPart{kU32Max - 1, kU32Max, binary}};
+  for (const SnapshotPart& p : parts) {
+    SCOPED_TRACE("part " + std::to_string(p.part) + " of " + std::to_string(p.parts) + ", " +
+                 std::to_string(p.bytes.size()) + " bytes");
+    const JournalRecord r = Record(kU64Max - 3, -17, kI64Max, p);
+    const std::string payload = EncodePayload(r);
+    EXPECT_EQ(payload.size(), 2 + 3 * 8 + 4 + 4 + 8 + p.bytes.size());
+    const auto d = WatchedDecode(payload);
+    ASSERT_TRUE(std::holds_alternative<JournalRecord>(d)) << std::get<std::string>(d);
+    const JournalRecord& got = std::get<JournalRecord>(d);
+    EXPECT_EQ(got.kind(), RecordKind::kSnapshot);
+    EXPECT_EQ(got.boot, kU64Max - 3);
+    EXPECT_EQ(got.wall_us, -17);
+    EXPECT_EQ(got.now_us, kI64Max);
+    const auto& part = std::get<SnapshotPart>(got.body);
+    EXPECT_EQ(part.part, p.part);
+    EXPECT_EQ(part.parts, p.parts);
+    EXPECT_EQ(part.bytes.size(), p.bytes.size());
+    EXPECT_TRUE(part.bytes == p.bytes) << "the bytes differ";
+    EXPECT_TRUE(EncodePayload(got) == payload) << "re-encoding differs";
+  }
+  // The largest part the daemon writes fits in a record.
+  const std::string largest = EncodePayload(Record(kU64Max, kI64Min, kI64Max, SnapshotPart{0, 1, std::string(kSnapshotPartBytes, 'i')}));
+  EXPECT_LE(largest.size(), kMaxRecordBytes);
+}
+
+TEST(JournalPayloadTest, EveryPrefixOfASnapshotIsRefused) {
+  std::string bytes(300, '\0');
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7);
+  for (const SnapshotPart& p : {SnapshotPart{0, 1, ""}, SnapshotPart{2, 5, bytes}}) {
+    const std::string payload = EncodePayload(Record(5, 6, 7, p));
+    ASSERT_TRUE(std::holds_alternative<JournalRecord>(WatchedDecode(payload)));
+    for (std::size_t n = 0; n < payload.size(); ++n) {
+      const std::string err = DecodeError(std::string_view(payload).substr(0, n));
+      EXPECT_FALSE(err.empty() || err[0] == '(') << n << " of " << payload.size() << " bytes: " << err;
+    }
+  }
+}
+
+TEST(JournalPayloadTest, SnapshotPartOutOfRange) {
+  const std::string p = EncodePayload(Record(1, 2, 3, SnapshotPart{0, 1, "xy"}));
+  constexpr std::size_t kPartAt = 2 + 3 * 8;
+  constexpr std::size_t kPartsAt = kPartAt + 4;
+  constexpr std::size_t kSizeAt = kPartsAt + 4;
+  ASSERT_EQ(Hex(p.substr(kPartAt)), Hex(Le32(0) + Le32(1) + std::string("\x02\0\0\0\0\0\0\0", 8) + "xy"));
+  auto with = [&](std::uint32_t part, std::uint32_t parts) { return WithLe(WithLe(p, kPartAt, part, 4), kPartsAt, parts, 4); };
+  const std::pair<std::uint32_t, std::uint32_t> bad[] = {{0, 0}, {1, 0}, {kU32Max, 0}, {1, 1}, {3, 3}, {5, 3}, {kU32Max, kU32Max}};
+  for (const auto& [part, parts] : bad) {
+    EXPECT_EQ(DecodeError(with(part, parts)), "snapshot part " + std::to_string(part) + " of " + std::to_string(parts));
+  }
+  // Nothing stops encoding such a part; reading it back refuses it.
+  EXPECT_EQ(DecodeError(EncodePayload(Record(1, 2, 3, SnapshotPart{3, 3, "xy"}))), "snapshot part 3 of 3");
+  EXPECT_EQ(DecodeError(EncodePayload(Record(1, 2, 3, SnapshotPart{0, 0, ""}))), "snapshot part 0 of 0");
+  // The edges of the range are fine.
+  const std::pair<std::uint32_t, std::uint32_t> good[] = {{0, 1}, {0, kU32Max}, {kU32Max - 1, kU32Max}, {4, 5}};
+  for (const auto& [part, parts] : good) {
+    const auto d = WatchedDecode(with(part, parts));
+    ASSERT_TRUE(std::holds_alternative<JournalRecord>(d)) << part << " of " << parts << ": " << std::get<std::string>(d);
+    EXPECT_EQ(std::get<SnapshotPart>(std::get<JournalRecord>(d).body).part, part);
+    EXPECT_EQ(std::get<SnapshotPart>(std::get<JournalRecord>(d).body).parts, parts);
+  }
+  // The bytes' size is checked against the record like any string's.
+  for (std::uint64_t n : {std::uint64_t{3}, std::uint64_t{1} << 40, kU64Max}) {
+    const std::string err = DecodeError(WithLe(p, kSizeAt, n, 8));
+    EXPECT_NE(err.find("claims " + std::to_string(n) + " bytes"), std::string::npos) << err;
+  }
+  EXPECT_EQ(DecodeError(WithLe(p, kSizeAt, 1, 8)), "bytes after the record's body");
+}
+
+RC_GTEST_PROP(JournalProperty, RandomSnapshotPartsReencodeToTheSameBytes, ()) {
+  const std::uint32_t parts = *rc::gen::suchThat(GenNumber<std::uint32_t>(), [](std::uint32_t n) { return n > 0; });
+  const std::uint32_t part =
+      *rc::gen::oneOf(rc::gen::inRange<std::uint32_t>(0, parts), rc::gen::just(parts - 1), rc::gen::just(std::uint32_t{0}));
+  CheckRoundTrip(Record(*GenNumber<std::uint64_t>(), *GenNumber<std::int64_t>(), *GenNumber<std::int64_t>(),
+                        SnapshotPart{part, parts, *GenBytes()}));
+}
+
+RC_GTEST_PROP(JournalProperty, SnapshotPartsOutOfRangeAreRefused, ()) {
+  const std::uint32_t part = *GenNumber<std::uint32_t>();
+  const auto parts = static_cast<std::uint32_t>(*rc::gen::inRange<std::uint64_t>(0, std::uint64_t{part} + 1));  // <= part
+  const auto decoded = DecodePayload(EncodePayload(Record(1, 2, 3, SnapshotPart{part, parts, *GenBytes()})));
+  RC_ASSERT(std::holds_alternative<std::string>(decoded));
+  RC_ASSERT(std::get<std::string>(decoded) == "snapshot part " + std::to_string(part) + " of " + std::to_string(parts));
+}
+
+TEST(ScanSegmentTest, SnapshotPartsReadBack) {
+  TempDir dir;
+  std::string image(std::size_t{3} << 20, '\0');
+  std::mt19937_64 rng(0x1a6e);
+  for (char& ch : image) ch = static_cast<char>(rng());
+  std::vector<JournalRecord> records;
+  records.push_back(Record(9, 100, 1, Boot(3, 1, "lockgraphd test", true)));
+  constexpr std::size_t kEach = std::size_t{1} << 20;
+  for (std::uint32_t i = 0; i < 3; ++i) records.push_back(Record(9, 101 + i, 2, SnapshotPart{i, 3, image.substr(i * kEach, kEach)}));
+  records.push_back(Record(9, 104, 3, graph::Tick{}));
+  const Written w = WriteSegment(dir, "00000003-000001", records);
+  const SegmentScan scan = Scan(w.path);
+  EXPECT_EQ(scan.problem, "");
+  EXPECT_EQ(scan.good_bytes, w.size);
+  ASSERT_EQ(scan.records.size(), records.size());
+  std::string joined;
+  for (std::size_t i = 1; i <= 3; ++i) {
+    const auto& part = std::get<SnapshotPart>(scan.records[i].body);
+    EXPECT_EQ(part.part, i - 1);
+    EXPECT_EQ(part.parts, 3u);
+    joined += part.bytes;
+  }
+  EXPECT_TRUE(joined == image) << "the image does not come back whole";
+  EXPECT_EQ(scan.records.back().kind(), RecordKind::kCommand);
+}
+
+// ================================================================ SnapshotLoader
+
+// The cores' configuration: the default. (One object: GCC 12 warns, wrongly, about a
+// braced temporary's map.)
+const graph::Config& CoreConfig() {
+  static const graph::Config config;
+  return config;
+}
+
+// A coordinator with two sessions, a lease each, and an acquire queued behind s1's.
+void BuildState(graph::Coordinator& core) {
+  core.Apply(graph::Hello{"s1", "k1", "client one", 60'000, 0}, 1'000);
+  core.Apply(graph::Hello{"s2", "k2", "client two", 60'000, 5}, 1'000);
+  core.Apply(graph::Acquire{{"s1", "k1"}, 1, "o1", "db:1", Mode::kExclusive, 30'000, -1, "a.cc:1", std::nullopt}, 2'000);
+  core.Apply(graph::Acquire{{"s2", "k2"}, 2, "o2", "db:2", Mode::kShared, 30'000, -1, "b.cc:2", std::nullopt}, 3'000);
+  core.Apply(graph::Acquire{{"s2", "k2"}, 3, "o2", "db:1", Mode::kExclusive, 30'000, 20'000, "b.cc:3", std::nullopt}, 4'000);
+}
+
+// Leases, waits and sessions, every field (unpacked: a new field breaks the build).
+std::string DescribeCore(const graph::Coordinator& core) {
+  Text t;
+  for (const graph::LeaseInfo& l : core.Leases()) {
+    const auto& [lease, token, session, owner, resource, mode, expires_at_us, reported, revoked, handover_at_us, site] = l;
+    t.Raw("lease", "{" +
+                       Text()
+                           .U("lease", lease)
+                           .U("token", token)
+                           .S("session", session)
+                           .S("owner", owner)
+                           .S("resource", resource)
+                           .E("mode", mode)
+                           .I("expires_at_us", expires_at_us)
+                           .U("reported", reported)
+                           .U("revoked", revoked)
+                           .I("handover_at_us", handover_at_us)
+                           .S("site", site)
+                           .str() +
+                       "}");
+  }
+  for (const graph::WaitInfo& x : core.Waits()) {
+    const auto& [session, owner, resource, mode, reported, upgrade, request_id, since_us, deadline_us, site] = x;
+    t.Raw("wait", "{" +
+                      Text()
+                          .S("session", session)
+                          .S("owner", owner)
+                          .S("resource", resource)
+                          .E("mode", mode)
+                          .U("reported", reported)
+                          .U("upgrade", upgrade)
+                          .U("request_id", request_id)
+                          .I("since_us", since_us)
+                          .I("deadline_us", deadline_us)
+                          .S("site", site)
+                          .str() +
+                      "}");
+  }
+  for (const std::string& s : core.Sessions()) t.S("session", s);
+  return t.str();
+}
+
+// `image` cut into `parts` pieces of (nearly) equal size.
+std::vector<SnapshotPart> SplitImage(const std::string& image, std::uint32_t parts) {
+  std::vector<SnapshotPart> out;
+  const std::size_t each = (image.size() + parts - 1) / parts;
+  for (std::uint32_t i = 0; i < parts; ++i) {
+    const std::size_t at = std::min(image.size(), std::size_t{i} * each);
+    out.push_back(SnapshotPart{i, parts, image.substr(at, each)});
+  }
+  return out;
+}
+
+class SnapshotLoaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    BuildState(source_);
+    ASSERT_EQ(source_.Leases().size(), 2u);
+    ASSERT_EQ(source_.Waits().size(), 1u) << "s2's acquire of db:1 is queued";
+    image_ = source_.SaveImage();
+    ASSERT_GT(image_.size(), 7 * 16u);
+    // The target has a state of its own, which a failed load must leave alone.
+    target_.Apply(graph::Hello{"s9", "k9", "other", 60'000, 0}, 500);
+    target_.Apply(graph::Acquire{{"s9", "k9"}, 9, "o9", "db:9", Mode::kExclusive, 30'000, -1, "", std::nullopt}, 600);
+    before_ = target_.SaveImage();
+    before_text_ = DescribeCore(target_);
+    ASSERT_NE(before_, image_);
+  }
+  // The target is as it was before the snapshot.
+  void ExpectUnchanged() {
+    EXPECT_TRUE(target_.SaveImage() == before_) << "the target's image changed";
+    EXPECT_EQ(DescribeCore(target_), before_text_);
+  }
+  std::string Add(SnapshotLoader& loader, SnapshotPart part, bool expect_loaded = false) {
+    bool loaded = !expect_loaded;  // Add must set it either way
+    std::string err = loader.Add(std::move(part), target_, loaded);
+    EXPECT_EQ(loaded, expect_loaded) << err;
+    return err;
+  }
+
+  graph::Coordinator source_{CoreConfig(), 1};
+  graph::Coordinator target_{CoreConfig(), 1};
+  std::string image_;
+  std::string before_;
+  std::string before_text_;
+};
+
+TEST_F(SnapshotLoaderTest, ImageInOneTwoAndSevenPartsLoads) {
+  for (std::uint32_t parts : {1u, 2u, 7u}) {
+    SCOPED_TRACE(std::to_string(parts) + " parts");
+    graph::Coordinator target(CoreConfig(), 1);
+    const std::string empty = target.SaveImage();
+    std::vector<SnapshotPart> pieces = SplitImage(image_, parts);
+    std::string joined;
+    for (const SnapshotPart& p : pieces) {
+      EXPECT_FALSE(p.bytes.empty());
+      joined += p.bytes;
+    }
+    ASSERT_TRUE(joined == image_);
+
+    SnapshotLoader loader;
+    EXPECT_FALSE(loader.pending());
+    EXPECT_FALSE(loader.done());
+    for (std::uint32_t i = 0; i < parts; ++i) {
+      const bool last = i + 1 == parts;
+      bool loaded = !last;
+      EXPECT_EQ(loader.Add(std::move(pieces[i]), target, loaded), "") << "part " << i;
+      EXPECT_EQ(loaded, last) << "part " << i;
+      EXPECT_EQ(loader.pending(), !last) << "part " << i;
+      EXPECT_EQ(loader.done(), last) << "part " << i;
+      if (!last) {
+        EXPECT_TRUE(target.SaveImage() == empty) << "loaded before part " << i + 1 << " of " << parts;
+      }
+    }
+    EXPECT_TRUE(target.SaveImage() == image_) << "the loaded image differs";
+    EXPECT_EQ(DescribeCore(target), DescribeCore(source_));
+    EXPECT_EQ(target.CheckInvariants(), "");
+
+    // It goes on as the source does: s1 lets db:1 go and the queued acquire gets it.
+    graph::Coordinator& source = source_;
+    std::uint64_t lease = 0;
+    for (const graph::LeaseInfo& l : source.Leases()) {
+      if (l.owner == "o1") lease = l.lease;
+    }
+    ASSERT_NE(lease, 0u);
+    const std::string source_before = source.SaveImage();
+    const graph::Command release = graph::Release{{"s1", "k1"}, lease, "", ""};
+    source.Apply(release, 5'000);
+    target.Apply(release, 5'000);
+    EXPECT_TRUE(source.Waits().empty()) << DescribeCore(source);
+    EXPECT_EQ(DescribeCore(target), DescribeCore(source));
+    EXPECT_TRUE(target.SaveImage() == source.SaveImage());
+    // Back to the image for the next round.
+    ASSERT_EQ(source.LoadImage(source_before), "");
+    ASSERT_TRUE(source.SaveImage() == image_);
+  }
+}
+
+TEST_F(SnapshotLoaderTest, PartOutOfOrderIsRefused) {
+  const std::vector<SnapshotPart> pieces = SplitImage(image_, 3);
+  {
+    SnapshotLoader loader;
+    EXPECT_EQ(Add(loader, pieces[1]), "snapshot part 2 of 3 where part 1 was due");
+    EXPECT_FALSE(loader.pending());
+    EXPECT_FALSE(loader.done());
+    ExpectUnchanged();
+  }
+  {
+    SnapshotLoader loader;
+    EXPECT_EQ(Add(loader, pieces[0]), "");
+    EXPECT_TRUE(loader.pending());
+    EXPECT_EQ(Add(loader, pieces[2]), "snapshot part 3 of 3 where part 2 of 3 was due");
+    EXPECT_EQ(Add(loader, pieces[0]), "snapshot part 1 of 3 where part 2 of 3 was due");
+    EXPECT_TRUE(loader.pending());
+    EXPECT_FALSE(loader.done());
+    ExpectUnchanged();
+  }
+}
+
+TEST_F(SnapshotLoaderTest, PartsChangedMidwayIsRefused) {
+  const std::vector<SnapshotPart> pieces = SplitImage(image_, 3);
+  SnapshotLoader loader;
+  EXPECT_EQ(Add(loader, pieces[0]), "");
+  EXPECT_EQ(Add(loader, SnapshotPart{1, 4, pieces[1].bytes}), "snapshot part 2 of 4 where part 2 of 3 was due");
+  // Claiming two parts now would make this one the last: still refused, nothing loaded.
+  EXPECT_EQ(Add(loader, SnapshotPart{1, 2, pieces[1].bytes + pieces[2].bytes}),
+            "snapshot part 2 of 2 where part 2 of 3 was due");
+  EXPECT_TRUE(loader.pending());
+  EXPECT_FALSE(loader.done());
+  ExpectUnchanged();
+}
+
+TEST_F(SnapshotLoaderTest, SecondSnapshotIsRefused) {
+  SnapshotLoader loader;
+  std::vector<SnapshotPart> pieces = SplitImage(image_, 2);
+  EXPECT_EQ(Add(loader, pieces[0]), "");
+  EXPECT_EQ(Add(loader, pieces[1], /*expect_loaded=*/true), "");
+  ASSERT_TRUE(target_.SaveImage() == image_);
+  ASSERT_TRUE(loader.done());
+
+  // Another image, valid on its own (the target's old state), is not loaded over it.
+  EXPECT_EQ(Add(loader, SnapshotPart{0, 1, before_}), "a second snapshot in one segment");
+  EXPECT_EQ(Add(loader, SnapshotPart{0, 2, before_}), "a second snapshot in one segment");
+  EXPECT_TRUE(loader.done());
+  EXPECT_FALSE(loader.pending());
+  EXPECT_TRUE(target_.SaveImage() == image_) << "the second snapshot changed the state";
+  EXPECT_EQ(DescribeCore(target_), DescribeCore(source_));
+}
+
+TEST_F(SnapshotLoaderTest, CorruptedImageIsRefusedAndChangesNothing) {
+  // The image starts with its magic (a string); one byte of it changed.
+  const std::size_t magic = image_.find("lockgraph-image");
+  ASSERT_NE(magic, std::string::npos);
+  ASSERT_LT(magic, 16u) << "the magic leads the image";
+  std::string bad_magic = image_;
+  bad_magic[magic] ^= 0x01;
+  std::string bad_tail = image_ + '\0';
+  std::string cut = image_.substr(0, image_.size() - 1);
+  for (const std::string* bad : {&bad_magic, &bad_tail, &cut}) {
+    SCOPED_TRACE(bad == &bad_magic ? "magic" : bad == &bad_tail ? "a byte too many" : "a byte short");
+    SnapshotLoader loader;
+    std::vector<SnapshotPart> pieces = SplitImage(*bad, 2);
+    EXPECT_EQ(Add(loader, pieces[0]), "");
+    ExpectUnchanged();
+    const std::string err = Add(loader, pieces[1]);
+    EXPECT_NE(err.find("bad coordinator image"), std::string::npos) << err;
+    if (bad == &bad_magic) {
+      EXPECT_NE(err.find("not a lockgraph image"), std::string::npos) << err;
+    }
+    EXPECT_FALSE(loader.pending()) << "every part was read";
+    EXPECT_TRUE(loader.done());
+    ExpectUnchanged();
+    EXPECT_EQ(target_.CheckInvariants(), "");
+    // The segment had its snapshot: a good one after it is not loaded either.
+    EXPECT_EQ(Add(loader, SnapshotPart{0, 1, image_}), "a second snapshot in one segment");
+    ExpectUnchanged();
+  }
+  // An empty image.
+  SnapshotLoader loader;
+  EXPECT_NE(Add(loader, SnapshotPart{0, 1, ""}), "");
+  ExpectUnchanged();
+}
+
+// ================================================================ segment names
+
+TEST(JournalWriterTest, SegmentNames) {
+  EXPECT_EQ(SegmentName(0, 0), "00000000");
+  EXPECT_EQ(SegmentName(2, 0), "00000002");
+  EXPECT_EQ(SegmentName(2, 1), "00000002_000001");
+  EXPECT_EQ(SegmentName(2, 10), "00000002_000010");
+  EXPECT_EQ(SegmentName(16'777'214, 999'999), "16777214_999999");
+  EXPECT_EQ(SegmentName(3, 1'000'000), "00000003_1000000");  // wider, not cut
+  EXPECT_EQ(SegmentName(kU32Max, kU32Max), "4294967295_4294967295");
+}
+
+TEST(JournalWriterTest, ListSegmentsOrdersByEpochThenN) {
+  TempDir dir;
+  const std::string j = dir.path() + "/journal/";
+  std::filesystem::create_directories(j);
+  // Written out of order, with sizes of their own (PruneSegments below).
+  const std::vector<std::string> names = {"00000010.lgj",        "00000002_000010.lgj", "junk.lgj",
+                                          "00000003_000002.lgj", "00000002.lgj",        "9.lgj",
+                                          "00000002_000001.lgj", "00000003_x.lgj",      SegmentName(3, 1'000'000) + ".lgj"};
+  for (const std::string& name : names) WriteFile(j + name, "LGJRNL01" + name);
+  // Not segments: a rotation that died half-way, other extensions.
+  WriteFile(j + "00000003_000001.lgj.tmp", "LGJRNL01");
+  WriteFile(j + "00000011.lgjx", "x");
+  WriteFile(j + "00000011", "x");
+  const std::vector<std::string> expected = {
+      j + "00000003_x.lgj",        j + "junk.lgj",  // names that do not parse first, by name
+      j + "00000002.lgj",          j + "00000002_000001.lgj", j + "00000002_000010.lgj", j + "00000003_000002.lgj",
+      j + "00000003_1000000.lgj",  j + "9.lgj",  // numerically: 9 < 10
+      j + "00000010.lgj"};
+  EXPECT_EQ(ListSegments(dir.path()), expected);
+  // A segment name sorts where its (epoch, n) says, whatever the spelling.
+  std::vector<std::string> made;
+  for (const auto& [epoch, n] : std::vector<std::pair<std::uint32_t, std::uint32_t>>{{2, 0}, {2, 1}, {2, 10}, {3, 2}, {10, 0}}) {
+    made.push_back(j + SegmentName(epoch, n) + ".lgj");
+  }
+  std::vector<std::string> listed;
+  for (const std::string& path : ListSegments(dir.path())) {
+    if (std::find(made.begin(), made.end(), path) != made.end()) listed.push_back(path);
+  }
+  EXPECT_EQ(listed, made);
+
+  // Pruning everything it may keeps the last of that order, not the last by name.
+  const std::vector<std::string> removed = PruneSegments(ListSegments(dir.path()), 0, std::chrono::hours(24));
+  EXPECT_EQ(std::set<std::string>(removed.begin(), removed.end()),
+            std::set<std::string>(expected.begin(), expected.end() - 1));
+  EXPECT_EQ(ListSegments(dir.path()), (std::vector<std::string>{j + "00000010.lgj"}));
+  EXPECT_TRUE(std::filesystem::exists(j + "00000003_000001.lgj.tmp")) << "not a segment, not pruned";
+}
+
+TEST(JournalWriterTest, PruneSegmentsKeepsTheLastOne) {
+  TempDir dir;
+  const std::string j = dir.path() + "/journal/";
+  std::filesystem::create_directories(j);
+  std::vector<std::string> segments;
+  for (std::uint32_t epoch = 1; epoch <= 4; ++epoch) {
+    segments.push_back(j + SegmentName(epoch, 0) + ".lgj");
+    WriteFile(segments.back(), std::string(100 * epoch, 'x'));  // 100, 200, 300, 400 bytes
+  }
+  ASSERT_EQ(ListSegments(dir.path()), segments);
+  const auto day = std::chrono::hours(24);
+  EXPECT_TRUE(PruneSegments(segments, 10'000, day).empty()) << "all young and small";
+  EXPECT_EQ(ListSegments(dir.path()), segments);
+
+  // A byte budget for the newest two: the older two go.
+  auto removed = PruneSegments(segments, 700, day);
+  EXPECT_EQ(std::set<std::string>(removed.begin(), removed.end()), std::set<std::string>(segments.begin(), segments.begin() + 2));
+  EXPECT_EQ(ListSegments(dir.path()), std::vector<std::string>(segments.begin() + 2, segments.end()));
+
+  // All older than the age limit: the last one stays anyway.
+  const auto old = std::filesystem::file_time_type::clock::now() - std::chrono::hours(48);
+  for (std::size_t i = 2; i < segments.size(); ++i) std::filesystem::last_write_time(segments[i], old);
+  removed = PruneSegments(ListSegments(dir.path()), 10'000, day);
+  EXPECT_EQ(removed, std::vector<std::string>{segments[2]});
+  EXPECT_EQ(ListSegments(dir.path()), std::vector<std::string>{segments[3]});
+  // No budget at all: still there.
+  EXPECT_TRUE(PruneSegments(ListSegments(dir.path()), 0, std::chrono::hours(0)).empty());
+  EXPECT_TRUE(std::filesystem::exists(segments[3]));
+}
+
+// ================================================================ staged segments
+
+TEST(JournalWriterTest, StagedSegmentAppearsWhenPublished) {
+  TempDir dir;
+  const std::string j = dir.path() + "/journal/";
+  JournalWriter w;
+  const mode_t old_umask = ::umask(0);
+  const std::string err = w.Open(dir.path(), SegmentName(4, 1), /*staged=*/true);
+  ::umask(old_umask);
+  ASSERT_EQ(err, "");
+  const std::string tmp = j + "00000004_000001.lgj.tmp";
+  EXPECT_EQ(w.path(), j + "00000004_000001.lgj");
+  EXPECT_TRUE(w.is_open());
+  struct stat st {};
+  ASSERT_EQ(::stat(tmp.c_str(), &st), 0) << std::strerror(errno);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(ReadFile(tmp), kJournalMagic);
+  EXPECT_FALSE(std::filesystem::exists(w.path()));
+  EXPECT_TRUE(ListSegments(dir.path()).empty()) << "a staged segment is not listed";
+
+  // A boot and its snapshot, as a rotation writes them: one part handed to the
+  // kernel, the other only buffered when Publish comes.
+  std::vector<JournalRecord> records;
+  records.push_back(Record(9, 100, 1, Boot(4, 7, "lockgraphd test", false)));
+  records.push_back(Record(9, 100, 1, SnapshotPart{0, 2, std::string("image\0one", 9)}));
+  records.push_back(Record(9, 100, 1, SnapshotPart{1, 2, "image two"}));
+  w.Append(records[0]);
+  w.Append(records[1]);
+  ASSERT_EQ(w.Write(), "");
+  w.Append(records[2]);
+  EXPECT_TRUE(ListSegments(dir.path()).empty());
+  const std::uint64_t syncs = w.syncs();
+
+  ASSERT_EQ(w.Publish(), "");
+  EXPECT_FALSE(std::filesystem::exists(tmp));
+  EXPECT_TRUE(std::filesystem::exists(w.path()));
+  EXPECT_FALSE(w.unsynced()) << "Publish syncs";
+  EXPECT_EQ(w.syncs(), syncs + 1);
+  ASSERT_EQ(::stat(w.path().c_str(), &st), 0) << std::strerror(errno);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(ListSegments(dir.path()), std::vector<std::string>{w.path()});
+  EXPECT_EQ(DescribeAll(Scan(w.path()).records), DescribeAll(records));
+
+  // The writer goes on in the published file.
+  records.push_back(Record(9, 101, 2, graph::Hello{"s1", "k1", "c", 1000, 0}));
+  records.push_back(Record(9, 102, 3, graph::Tick{}));
+  w.Append(records[3]);
+  ASSERT_EQ(w.Write(), "");
+  EXPECT_EQ(DescribeAll(Scan(w.path()).records), DescribeAll(std::vector<JournalRecord>(records.begin(), records.end() - 1)));
+  w.Append(records[4]);
+  ASSERT_EQ(w.Sync(), "");
+  const SegmentScan scan = Scan(w.path());
+  EXPECT_EQ(scan.problem, "");
+  EXPECT_EQ(DescribeAll(scan.records), DescribeAll(records));
+  EXPECT_EQ(FileSize(w.path()), w.bytes());
+
+  // Publishing again, or a segment that was never staged, does nothing.
+  EXPECT_EQ(w.Publish(), "");
+  EXPECT_EQ(ListSegments(dir.path()), std::vector<std::string>{w.path()});
+  EXPECT_FALSE(std::filesystem::exists(tmp));
+  JournalWriter plain;
+  ASSERT_EQ(plain.Open(dir.path(), SegmentName(5, 0)), "");
+  EXPECT_TRUE(std::filesystem::exists(plain.path())) << "an unstaged segment is there at once";
+  EXPECT_EQ(plain.Publish(), "");
+  EXPECT_TRUE(std::filesystem::exists(plain.path()));
+  EXPECT_FALSE(std::filesystem::exists(plain.path() + ".tmp"));
+}
+
+TEST(JournalWriterTest, StagedOpenReplacesALeftoverTmp) {
+  TempDir dir;
+  const std::string j = dir.path() + "/journal/";
+  std::filesystem::create_directories(j);
+  const std::string tmp = j + "00000004_000002.lgj.tmp";
+  // What a rotation that died half-way leaves: the magic, a record, a torn one.
+  const std::string leftover = std::string(kJournalMagic) + FrameRecord(SmallRecords()[0]) + "torn";
+  WriteFile(tmp, leftover);
+  ASSERT_EQ(::chmod(tmp.c_str(), 0644), 0);
+  EXPECT_TRUE(ListSegments(dir.path()).empty());
+
+  JournalWriter w;
+  ASSERT_EQ(w.Open(dir.path(), SegmentName(4, 2), /*staged=*/true), "");
+  EXPECT_EQ(ReadFile(tmp), kJournalMagic) << "the leftover is gone";
+  EXPECT_EQ(w.bytes(), kJournalMagic.size());
+  struct stat st {};
+  ASSERT_EQ(::stat(tmp.c_str(), &st), 0) << std::strerror(errno);
+  EXPECT_EQ(st.st_mode & 07777, 0600u) << "a new file, not the leftover";
+  const JournalRecord r = Record(1, 2, 3, SnapshotPart{0, 1, "whole"});
+  w.Append(r);
+  ASSERT_EQ(w.Publish(), "");
+  const SegmentScan scan = Scan(w.path());
+  EXPECT_EQ(scan.problem, "");
+  EXPECT_EQ(DescribeAll(scan.records), DescribeAll({r}));
+  EXPECT_EQ(ListSegments(dir.path()), std::vector<std::string>{w.path()});
+}
+
+TEST(JournalWriterTest, SwapExchangesWriters) {
+  TempDir dir;
+  const std::vector<JournalRecord> small = SmallRecords();
+  JournalWriter current;
+  ASSERT_EQ(current.Open(dir.path(), SegmentName(6, 0)), "");
+  current.Append(small[1]);
+  current.Append(small[2]);
+  ASSERT_EQ(current.Sync(), "");
+  JournalWriter next;
+  ASSERT_EQ(next.Open(dir.path(), SegmentName(6, 1), /*staged=*/true), "");
+  next.Append(small[0]);
+  ASSERT_EQ(next.Write(), "");
+  next.Append(small[3]);  // still buffered: goes with the writer
+
+  const std::string current_path = current.path();
+  const std::string next_path = next.path();
+  const std::uint64_t current_bytes = current.bytes();
+  const std::uint64_t next_bytes = next.bytes();
+  const std::uint64_t current_syncs = current.syncs();
+  const std::uint64_t next_syncs = next.syncs();
+  const int current_fd = current.fd();
+  const int next_fd = next.fd();
+  ASSERT_NE(current_bytes, next_bytes);
+  ASSERT_FALSE(current.unsynced());
+  ASSERT_TRUE(next.unsynced());
+
+  current.Swap(next);
+  EXPECT_EQ(current.path(), next_path);
+  EXPECT_EQ(next.path(), current_path);
+  EXPECT_EQ(current.bytes(), next_bytes);
+  EXPECT_EQ(next.bytes(), current_bytes);
+  EXPECT_EQ(current.syncs(), next_syncs);
+  EXPECT_EQ(next.syncs(), current_syncs);
+  EXPECT_EQ(current.fd(), next_fd);
+  EXPECT_EQ(next.fd(), current_fd);
+  EXPECT_TRUE(current.unsynced());
+  EXPECT_FALSE(next.unsynced());
+
+  // `current` now has the staged segment (and its buffer): Publish is its to do.
+  ASSERT_EQ(current.Publish(), "");
+  EXPECT_TRUE(std::filesystem::exists(next_path));
+  EXPECT_FALSE(std::filesystem::exists(next_path + ".tmp"));
+  EXPECT_EQ(DescribeAll(Scan(next_path).records), DescribeAll({small[0], small[3]}));
+  // `next` writes to the old one, and syncs it when it goes.
+  next.Append(small[4]);
+  {
+    JournalWriter gone;
+    gone.Swap(next);
+    EXPECT_FALSE(next.is_open());
+    EXPECT_EQ(gone.path(), current_path);
+  }
+  EXPECT_EQ(DescribeAll(Scan(current_path).records), DescribeAll({small[1], small[2], small[4]}));
+  EXPECT_EQ(FileSize(current_path), current_bytes + FrameRecord(small[4]).size());
 }
 
 }  // namespace

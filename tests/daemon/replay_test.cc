@@ -546,7 +546,7 @@ class ReplayAcrossSegmentsTest : public ReplayDaemonTest, public ::testing::With
   void ExpectSegments(const std::string& dir) {
     std::size_t from_snapshots = 0;
     for (const std::string& segment : daemon::ListSegments(dir)) {
-      from_snapshots += std::filesystem::path(segment).stem().string().find('-') != std::string::npos;
+      from_snapshots += std::filesystem::path(segment).stem().string().find('_') != std::string::npos;
     }
     if (GetParam()) EXPECT_GE(from_snapshots, 3u);
     else EXPECT_EQ(from_snapshots, 0u);

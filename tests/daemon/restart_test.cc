@@ -757,7 +757,7 @@ TEST(RestartTest, KillNineUnderLoadKeepsFencingAndExclusion) {
   for (const auto& [what, n] : outcomes) summary += " " + what + "=" + std::to_string(n);
   std::size_t snapshot_segments = 0;
   for (const std::string& segment : daemon::ListSegments(dir)) {
-    snapshot_segments += std::filesystem::path(segment).stem().string().find('-') != std::string::npos;
+    snapshot_segments += std::filesystem::path(segment).stem().string().find('_') != std::string::npos;
   }
   summary += "; " + std::to_string(snapshot_segments) + " segments started from snapshots";
   ASSERT_GE(grants.size(), 50u) << summary;
