@@ -142,6 +142,10 @@ int Status(const Target& t, bool json) {
     const auto& j = d["journal"];
     std::printf("journal fsync %s  %s bytes  %s fsyncs%s\n", S(j, "fsync").c_str(), S(j, "bytes").c_str(),
                 S(j, "syncs").c_str(), S(j, "failed") == "true" ? "  WRITE ERRORS (see the log)" : "");
+    std::printf("segment %s  %s bytes  snapshots %s (last %s bytes in %s ms)%s\n", S(j, "segment").c_str(),
+                S(j, "segment_bytes").c_str(), S(j, "snapshots").c_str(), S(j, "last_snapshot_bytes").c_str(),
+                S(j, "last_snapshot_ms").c_str(),
+                S(j, "snapshot_failures") != "0" ? ("  " + S(j, "snapshot_failures") + " FAILED (see the log)").c_str() : "");
   }
   std::printf("restart: restored %s lease(s), reclaimed %s, refused %s%s\n", S(d, "restored_leases").c_str(),
               S(d, "reclaimed").c_str(), S(d, "reclaims_refused").c_str(),

@@ -650,6 +650,66 @@ TEST(LockgraphdProcess, OldJournalSegmentsArePrunedTheLastIsKept) {
   EXPECT_EQ(names, (std::vector<std::string>{"00000002.lgj", "00000003.lgj"}));
 }
 
+// With tiny segments the daemon starts a new one from a snapshot every KiB or so: the
+// stats and `lockgraphctl status` count them, old segments are pruned after each, and
+// a restart restores from the newest (a lease granted before every snapshot included).
+TEST(LockgraphdProcess, SnapshotsStartNewSegmentsAndAreRestoredFrom) {
+  const std::string dir = ::testing::TempDir() + "/lockgraphd_test.snapshots." + std::to_string(getpid());
+  std::filesystem::remove_all(dir);
+  const std::string config = dir + ".toml";
+  FILE* f = std::fopen(config.c_str(), "w");
+  std::fputs("[journal]\nkeep_mb = 0\nsegment_kb = 1\nfsync = \"always\"\n", f);
+  std::fclose(f);
+  auto d = std::make_unique<Daemon>(std::vector<std::string>{"--config", config}, dir);
+  ASSERT_FALSE(d->endpoint().empty()) << d->process().Output();
+  zmq::context_t ctx;
+  RawClient c(ctx, d->endpoint(), Encoding::kBinary);
+  ASSERT_TRUE(c.Hello(60'000).ok());
+  auto kept = c.Call(AcquireReq("keeper", "keep:1", Mode::kExclusive, 0, 60'000));
+  ASSERT_TRUE(kept && kept->granted);
+  for (int i = 0; i < 60; ++i) {
+    auto r = c.Call(AcquireReq("churn", "churn:" + std::to_string(i), Mode::kExclusive, 0));
+    ASSERT_TRUE(r && r->granted);
+    ASSERT_TRUE(c.Call(ReleaseReq(*r->lease))->ok());
+  }
+  auto stats = c.Call(QueryReq(Op::kStats));
+  ASSERT_TRUE(stats && stats->ok());
+  const std::string& json = stats->listing_json;
+  const auto at = json.find("\"snapshots\":");
+  ASSERT_NE(at, std::string::npos) << json;
+  const int snapshots = std::atoi(json.c_str() + at + 12);
+  EXPECT_GE(snapshots, 3) << json;
+  const std::string last = "00000001_" + std::string(6 - std::to_string(snapshots).size(), '0') +
+                           std::to_string(snapshots) + ".lgj";
+  EXPECT_NE(json.find(last), std::string::npos) << json;
+  auto status = std::make_unique<Process>(
+      std::vector<std::string>{LOCKGRAPHCTL_PATH, "--endpoint", d->endpoint(), "status"});
+  ASSERT_TRUE(status->Exited(milliseconds(10'000)));
+  EXPECT_NE(status->Output().find("snapshots " + std::to_string(snapshots) + " (last "), std::string::npos)
+      << status->Output();
+  // keep_mb = 0: only the newest segment is left, and no unfinished one.
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/journal")) names.push_back(e.path().filename());
+  EXPECT_EQ(names, std::vector<std::string>{last});
+
+  d->process().Signal(SIGKILL);
+  ASSERT_TRUE(d->process().Exited(milliseconds(10'000)));
+  d = std::make_unique<Daemon>(std::vector<std::string>{"--config", config, "--listen", d->endpoint()}, dir);
+  ASSERT_FALSE(d->endpoint().empty()) << d->process().Output();
+  EXPECT_NE(d->process().Output().find("restored 1 session(s) and 1 lease(s) from " + dir + "/journal/" + last),
+            std::string::npos)
+      << d->process().Output();
+  RawClient again(ctx, d->endpoint(), Encoding::kJson);
+  auto listing = again.Call(QueryReq(Op::kLeases));
+  ASSERT_TRUE(listing && listing->ok());
+  EXPECT_NE(listing->listing_json.find("\"token\":\"" + std::to_string(*kept->token) + "\""), std::string::npos)
+      << listing->listing_json;
+  EXPECT_EQ(listing->listing_json.find("churn:"), std::string::npos) << listing->listing_json;
+  d.reset();
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove(config);
+}
+
 }  // namespace
 }  // namespace lockgraph::testing
 
