@@ -2783,6 +2783,14 @@ std::string Coordinator::Impl::CheckLoadedLinks() const {
       live[3] != stats_.live_leases || live[4] != stats_.live_waits || awaiting != awaiting_) {
     return "the live counts do not match the tables";
   }
+  // Fencing: the next token must be above every token and lease id handed out.
+  const Token next = (std::uint64_t{epoch_} << kSeqBits) | seq_;
+  if (last_token_ >= next) return "the next token is not above the last one handed out";
+  for (std::uint32_t i = 0; i < n_leases; ++i) {
+    if (leases_[i].live && (leases_[i].token >= next || leases_[i].id >= next)) {
+      return "lease " + std::to_string(leases_[i].id) + " has a token at or above the next one";
+    }
+  }
   for (std::uint32_t i = 0; i < n_sessions; ++i) {
     if (sessions_[i].live != session_timers_.Contains(i)) return "a session timer for a dead session, or none for a live one";
   }
