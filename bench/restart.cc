@@ -87,12 +87,7 @@ std::string WriteJournal(const std::string& dir, std::int64_t leases, int sessio
     const std::string image = core->SaveImage();
     image_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     image_bytes = image.size();
-    const auto parts = static_cast<std::uint32_t>((image.size() + daemon::kSnapshotPartBytes - 1) / daemon::kSnapshotPartBytes);
-    for (std::uint32_t i = 0; i < parts; ++i) {
-      r.body = daemon::SnapshotPart{i, parts, image.substr(std::size_t{i} * daemon::kSnapshotPartBytes, daemon::kSnapshotPartBytes)};
-      w.Append(r);
-      if (std::string err = w.Write(); !err.empty()) return err;
-    }
+    if (std::string err = w.AppendSnapshot(r, image); !err.empty()) return err;
   }
   return w.Sync();
 }

@@ -886,6 +886,17 @@ void JournalWriter::Append(const JournalRecord& record) {
   buffer_ += FrameRecord(record);
 }
 
+std::string JournalWriter::AppendSnapshot(JournalRecord header, std::string_view image) {
+  const auto parts =
+      static_cast<std::uint32_t>(std::max<std::size_t>(1, (image.size() + kSnapshotPartBytes - 1) / kSnapshotPartBytes));
+  for (std::uint32_t i = 0; i < parts; ++i) {
+    header.body = SnapshotPart{i, parts, std::string(image.substr(std::size_t{i} * kSnapshotPartBytes, kSnapshotPartBytes))};
+    Append(header);
+    if (std::string err = Write(); !err.empty()) return err;
+  }
+  return "";
+}
+
 std::string JournalWriter::Write() {
   std::size_t done = 0;
   while (done < buffer_.size()) {

@@ -195,6 +195,10 @@ class JournalWriter {
   const std::string& path() const { return path_; }
 
   void Append(const JournalRecord& record);
+  // Appends `image` as snapshot records (parts of at most kSnapshotPartBytes, each
+  // stamped like `header`, whose body is replaced) and writes each part as it goes,
+  // so the buffer never holds more than one part. "" or the write error.
+  std::string AppendSnapshot(JournalRecord header, std::string_view image);
   bool unsynced() const { return unsynced_ || !buffer_.empty(); }
   std::string Write();
   std::string Sync();  // writes first

@@ -463,14 +463,8 @@ std::string Server::Impl::Rotate() {
   r.body = BootInfo{core_.epoch(), std::min(seq, graph::kSeqLimit - 1), kServerName,
                     config_.fsync == FsyncPolicy::kAlways, config_.core};
   next.Append(r);
-  std::string image = core_.SaveImage();
-  const auto parts = static_cast<std::uint32_t>(std::max<std::size_t>(1, (image.size() + kSnapshotPartBytes - 1) / kSnapshotPartBytes));
-  for (std::uint32_t i = 0; i < parts; ++i) {
-    const std::size_t at = std::size_t{i} * kSnapshotPartBytes;
-    r.body = SnapshotPart{i, parts, image.substr(at, kSnapshotPartBytes)};
-    next.Append(r);
-    if (std::string err = next.Write(); !err.empty()) return err;
-  }
+  const std::string image = core_.SaveImage();
+  if (std::string err = next.AppendSnapshot(r, image); !err.empty()) return err;
   if (std::string err = next.Publish(); !err.empty()) {
     // Renamed, but the directory's sync failed: the new segment is listed last, so it
     // is the one to go on in (a restart would read it); the error is logged.

@@ -1465,7 +1465,7 @@ TEST(JournalWriterTest, ListSegmentsOldestFirstAndOnlySegments) {
   {
     JournalWriter b, a, c;
     ASSERT_EQ(b.Open(dir.path(), "20240102-000002"), "");
-    ASSERT_EQ(a.Open(dir.path(), "20240102-000001"), "");
+    ASSERT_EQ(a.Open(dir.path(), "20240102_000001"), "");
     ASSERT_EQ(c.Open(dir.path(), "20240103-000000"), "");
   }
   const std::string j = dir.path() + "/journal/";
@@ -1664,7 +1664,7 @@ TEST(ScanSegmentTest, SnapshotPartsReadBack) {
   constexpr std::size_t kEach = std::size_t{1} << 20;
   for (std::uint32_t i = 0; i < 3; ++i) records.push_back(Record(9, 101 + i, 2, SnapshotPart{i, 3, image.substr(i * kEach, kEach)}));
   records.push_back(Record(9, 104, 3, graph::Tick{}));
-  const Written w = WriteSegment(dir, "00000003-000001", records);
+  const Written w = WriteSegment(dir, "00000003_000001", records);
   const SegmentScan scan = Scan(w.path);
   EXPECT_EQ(scan.problem, "");
   EXPECT_EQ(scan.good_bytes, w.size);
@@ -1678,6 +1678,37 @@ TEST(ScanSegmentTest, SnapshotPartsReadBack) {
   }
   EXPECT_TRUE(joined == image) << "the image does not come back whole";
   EXPECT_EQ(scan.records.back().kind(), RecordKind::kCommand);
+}
+
+// The writer's own split: parts of at most kSnapshotPartBytes, stamped like the
+// header, in order; an empty image is one empty part.
+TEST(ScanSegmentTest, AppendSnapshotSplitsAnImageIntoParts) {
+  for (const std::size_t size : {std::size_t{0}, kSnapshotPartBytes, 2 * kSnapshotPartBytes + 5}) {
+    TempDir dir;
+    std::string image(size, '\0');
+    for (std::size_t i = 0; i < size; ++i) image[i] = static_cast<char>(i * 131 + (i >> 20));
+    JournalWriter w;
+    ASSERT_EQ(w.Open(dir.path(), "00000003_000001"), "");
+    w.Append(Record(9, 100, 1, Boot(3, 1, "lockgraphd test", true)));
+    ASSERT_EQ(w.AppendSnapshot(Record(9, 101, 2, graph::Tick{}), image), "");
+    ASSERT_EQ(w.Sync(), "");
+    const SegmentScan scan = Scan(w.path());
+    EXPECT_EQ(scan.problem, "");
+    const std::size_t parts = size == 0 ? 1 : (size + kSnapshotPartBytes - 1) / kSnapshotPartBytes;
+    ASSERT_EQ(scan.records.size(), 1 + parts) << size;
+    std::string joined;
+    for (std::size_t i = 0; i < parts; ++i) {
+      const JournalRecord& rec = scan.records[1 + i];
+      EXPECT_EQ(rec.boot, 9u);
+      EXPECT_EQ(rec.wall_us, 101);
+      const auto& part = std::get<SnapshotPart>(rec.body);
+      EXPECT_EQ(part.part, i);
+      EXPECT_EQ(part.parts, parts);
+      EXPECT_LE(part.bytes.size(), kSnapshotPartBytes);
+      joined += part.bytes;
+    }
+    EXPECT_TRUE(joined == image) << size << ": the image does not come back whole";
+  }
 }
 
 // ================================================================ SnapshotLoader

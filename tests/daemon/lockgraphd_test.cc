@@ -539,6 +539,18 @@ TEST(LockgraphdProcess, ConfigFileIsReadAndErrorsNameTheKey) {
   ASSERT_TRUE(bad.Exited(milliseconds(5000)));
   EXPECT_EQ(bad.exit_code(), 2);
   EXPECT_NE(bad.Output().find("detection.confirm_ms"), std::string::npos) << bad.Output();
+  // A segment size out of range, in the file and as a flag.
+  f = std::fopen(path.c_str(), "w");
+  std::fputs("[journal]\nsegment_kb = 0\n", f);
+  std::fclose(f);
+  Process zero({LOCKGRAPHD_PATH, "--config", path});
+  ASSERT_TRUE(zero.Exited(milliseconds(5000)));
+  EXPECT_EQ(zero.exit_code(), 2);
+  EXPECT_NE(zero.Output().find("journal.segment_kb"), std::string::npos) << zero.Output();
+  Process flag({LOCKGRAPHD_PATH, "--segment-kb", "-5"});
+  ASSERT_TRUE(flag.Exited(milliseconds(5000)));
+  EXPECT_NE(flag.exit_code(), 0);
+  EXPECT_NE(flag.Output().find("--segment-kb"), std::string::npos) << flag.Output();
 
   f = std::fopen(path.c_str(), "w");
   std::fputs("admin_token = \"tok\"\n[classes.account]\nrevoke = \"immediate\"\n", f);
