@@ -1465,7 +1465,7 @@ TEST(JournalWriterTest, ListSegmentsOldestFirstAndOnlySegments) {
   {
     JournalWriter b, a, c;
     ASSERT_EQ(b.Open(dir.path(), "20240102-000002"), "");
-    ASSERT_EQ(a.Open(dir.path(), "20240102_000001"), "");
+    ASSERT_EQ(a.Open(dir.path(), "20240102-000001"), "");
     ASSERT_EQ(c.Open(dir.path(), "20240103-000000"), "");
   }
   const std::string j = dir.path() + "/journal/";
