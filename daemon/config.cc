@@ -94,6 +94,7 @@ std::string LoadConfigFile(const std::string& path, DaemonConfig& c) {
   step(ReadInt(root, "max_frame_bytes", file, 1024, 64LL << 20, c.max_frame_bytes));
   step(ReadInt(root, "max_batch_items", file, 1, 1 << 20, c.max_batch_items));
   step(ReadInt(root, "reply_cache", file, 1, 1 << 20, c.reply_cache));
+  step(ReadInt(root, "reply_cache_bytes", file, 1024, 1LL << 30, c.reply_cache_bytes));
   step(ReadInt(root, "max_unacked_events", file, 1, 1 << 24, c.max_unacked_events));
   step(ReadInt(root, "deadlock_history", file, 0, 1 << 20, c.deadlock_history));
   if (const toml::table* t = root["journal"].as_table()) {

@@ -21,6 +21,7 @@ struct DaemonConfig {
   std::size_t max_frame_bytes = 1 << 20;  // larger frames get LIMIT
   std::size_t max_batch_items = 4096;
   std::size_t reply_cache = 1024;          // replies kept per session for retries
+  std::size_t reply_cache_bytes = 1 << 20;  // and at most this many bytes of them
   std::size_t max_unacked_events = 10000;  // per session; the oldest are dropped beyond
   std::size_t deadlock_history = 1000;     // reports kept for the `deadlocks` query
   std::uint32_t epoch = 1;                 // set from DATA_DIR/epoch at start

@@ -80,11 +80,13 @@ struct Bad {
 // a stream per record cost more than the rest of the work.
 class Out {
  public:
-  explicit Out(RecordKind kind) {
-    out_.reserve(64);
+  // Appends to `out`, which may already hold other records.
+  Out(std::string& out, RecordKind kind) : out_(out) {
     out_.push_back(static_cast<char>(kind));
     out_.push_back(1);
   }
+  // Commands' auth is written without its secret (JournalSecretless, in place).
+  bool secretless = false;
   void U8(std::uint8_t v) { Put(v); }
   void U32(std::uint32_t v) { Put(v); }
   void U64(std::uint64_t v) { Put(v); }
@@ -100,8 +102,6 @@ class Out {
     Bool(v.has_value());
     if (v) write(*v);
   }
-  std::string Take() { return std::move(out_); }
-
  private:
   template <typename T>
   void Put(T v) {
@@ -110,7 +110,7 @@ class Out {
     if constexpr (std::endian::native != std::endian::little) std::reverse(bytes, bytes + sizeof(T));
     out_.append(bytes, sizeof(T));
   }
-  std::string out_;
+  std::string& out_;
 };
 
 // Reads what Out wrote: the kind byte, cereal's byte-order byte, then cereal's
@@ -194,7 +194,8 @@ constexpr unsigned kMaxWithin = static_cast<unsigned>(graph::WithinRule::kDescen
 
 void WriteAuth(Out& o, const graph::Auth& a) {
   o.Str(a.session);
-  o.Str(a.secret);
+  if (o.secretless) o.U64(0);
+  else o.Str(a.secret);
 }
 graph::Auth ReadAuth(In& in) {
   graph::Auth a;
@@ -489,8 +490,10 @@ graph::Command ReadCommand(In& in) {
 
 }  // namespace
 
-std::string EncodePayload(const JournalRecord& r) {
-  Out o(r.kind());
+namespace {
+
+void AppendPayload(std::string& out, const JournalRecord& r) {
+  Out o(out, r.kind());
   o.U64(r.boot);
   o.I64(r.wall_us);
   o.I64(r.now_us);
@@ -511,7 +514,15 @@ std::string EncodePayload(const JournalRecord& r) {
     o.U32(part.parts);
     o.Str(part.bytes);
   }
-  return o.Take();
+}
+
+}  // namespace
+
+std::string EncodePayload(const JournalRecord& r) {
+  std::string out;
+  out.reserve(64);
+  AppendPayload(out, r);
+  return out;
 }
 
 std::variant<JournalRecord, std::string> DecodePayload(std::string_view payload) {
@@ -563,16 +574,35 @@ std::variant<JournalRecord, std::string> DecodePayload(std::string_view payload)
   }
 }
 
-std::string FrameRecord(const JournalRecord& record) {
-  const std::string payload = EncodePayload(record);
-  std::string out(kRecordHeaderBytes, '\0');
+namespace {
+
+// The header's place first, then the payload written in place behind it by
+// `write_payload`: the daemon journals every command, so no record is built apart
+// and copied.
+template <typename WritePayload>
+void AppendFramed(std::string& out, WritePayload&& write_payload) {
+  const std::size_t at = out.size();
+  out.append(kRecordHeaderBytes, '\0');
+  write_payload(out);
+  const std::string_view payload(out.data() + at + kRecordHeaderBytes, out.size() - at - kRecordHeaderBytes);
   const auto n = static_cast<std::uint32_t>(payload.size());
   const std::uint32_t crc = Crc32c(payload);
   for (int i = 0; i < 4; ++i) {
-    out[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
-    out[4 + i] = static_cast<char>((crc >> (8 * i)) & 0xFF);
+    out[at + i] = static_cast<char>((n >> (8 * i)) & 0xFF);
+    out[at + 4 + i] = static_cast<char>((crc >> (8 * i)) & 0xFF);
   }
-  return out + payload;
+}
+
+}  // namespace
+
+void AppendFramedRecord(std::string& out, const JournalRecord& record) {
+  AppendFramed(out, [&](std::string& o) { AppendPayload(o, record); });
+}
+
+std::string FrameRecord(const JournalRecord& record) {
+  std::string out;
+  AppendFramedRecord(out, record);
+  return out;
 }
 
 std::string SnapshotLoader::Add(SnapshotPart&& part, graph::Coordinator& core, bool& loaded) {
@@ -883,7 +913,20 @@ void JournalWriter::Swap(JournalWriter& other) noexcept {
 
 void JournalWriter::Append(const JournalRecord& record) {
   if (fd_ < 0) return;
-  buffer_ += FrameRecord(record);
+  AppendFramedRecord(buffer_, record);
+}
+
+void JournalWriter::AppendCommand(std::uint64_t boot, graph::TimeUs wall_us, graph::TimeUs now_us,
+                                  const graph::Command& command) {
+  if (fd_ < 0) return;
+  AppendFramed(buffer_, [&](std::string& out) {
+    Out o(out, RecordKind::kCommand);
+    o.secretless = true;
+    o.U64(boot);
+    o.I64(wall_us);
+    o.I64(now_us);
+    WriteCommand(o, command);
+  });
 }
 
 std::string JournalWriter::AppendSnapshot(JournalRecord header, std::string_view image) {

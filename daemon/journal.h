@@ -91,6 +91,8 @@ std::string EncodePayload(const JournalRecord& record);
 std::variant<JournalRecord, std::string> DecodePayload(std::string_view payload);
 // length, crc, payload.
 std::string FrameRecord(const JournalRecord& record);
+// The same, appended to `out`.
+void AppendFramedRecord(std::string& out, const JournalRecord& record);
 
 // A session's secret is journaled once, in its hello: the command without its
 // secret, as the writer journals it. ScanSegment puts the secret back from the
@@ -195,6 +197,9 @@ class JournalWriter {
   const std::string& path() const { return path_; }
 
   void Append(const JournalRecord& record);
+  // A command record, written as Append(JournalRecord{boot, wall_us, now_us,
+  // JournalSecretless(command)}) would write it, without building the record.
+  void AppendCommand(std::uint64_t boot, graph::TimeUs wall_us, graph::TimeUs now_us, const graph::Command& command);
   // Appends `image` as snapshot records (parts of at most kSnapshotPartBytes, each
   // stamped like `header`, whose body is replaced) and writes each part as it goes,
   // so the buffer never holds more than one part. "" or the write error.

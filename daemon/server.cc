@@ -81,6 +81,7 @@ class Server::Impl {
     std::uint64_t evicted_max = 0;        // highest id whose reply left the cache
     std::deque<std::uint64_t> cached_ids;  // oldest first
     std::unordered_map<std::uint64_t, std::string> cached;  // id -> encoded reply
+    std::size_t cached_bytes = 0;                            // of the replies in `cached`
     // Event seqs start at epoch << 32, so they keep increasing across restarts and a
     // client never takes a new event for one it has seen.
     std::uint64_t next_seq = 1;
@@ -113,7 +114,9 @@ class Server::Impl {
     }
   };
   void HandleFrame(const std::string& routing_id, std::string_view frame);
-  protocol::Reply Dispatch(const protocol::Request& req, Encoding encoding, const std::string& routing_id);
+  // `batch`: the batch that `req` is an item of, whose session it acts for.
+  protocol::Reply Dispatch(const protocol::Request& req, Encoding encoding, const std::string& routing_id,
+                           const protocol::Request* batch = nullptr);
   protocol::Reply ApplyCommand(const graph::Command& command, const protocol::Request& req);
   protocol::Reply FromCore(const graph::Reply& r, std::uint64_t id);
   void Deliver(std::vector<graph::Event>& events);
@@ -130,10 +133,10 @@ class Server::Impl {
   void SaveOrderIfChanged(bool force = false);
   std::string OrderJson();
   // Applies a command to the core at the monotonic clock's now and journals it.
-  graph::Effects Core(graph::Command command);
+  graph::Effects Core(const graph::Command& command);
   // Opens this boot's journal segment after checking the previous one's tail.
   std::string OpenJournal();
-  void Journal(graph::Command command, graph::TimeUs now);
+  void Journal(const graph::Command& command, graph::TimeUs now);
   void JournalReport(ReportInfo::Type type, std::string json);
   // End of a loop turn: hand the journal to the kernel, fsync by policy, and (under
   // `always`) only then send what the turn produced (group commit).
@@ -161,6 +164,8 @@ class Server::Impl {
   // Events produced while a request is handled wait here, so that the request's
   // reply goes out first: (session, encoded event).
   bool hold_events_ = false;
+  graph::TimeUs frame_now_ = 0, frame_wall_ = 0;  // the clocks of the frame being served, or 0
+  std::string holding_session_;  // whose events wait in outbox_ while hold_events_
   std::vector<std::pair<std::string, std::string>> outbox_;
   // Hello has no session yet: its retries are recognised by connection and id.
   std::unordered_map<std::string, std::string> hello_replies_;
@@ -298,25 +303,20 @@ void Server::Impl::Run(const std::atomic<bool>& stop) {
 
 // ------------------------------------------------------------------ journal
 
-graph::Effects Server::Impl::Core(graph::Command command) {
-  const graph::TimeUs now = MonotonicNowUs();
+graph::Effects Server::Impl::Core(const graph::Command& command) {
+  const graph::TimeUs now = frame_now_ != 0 ? frame_now_ : MonotonicNowUs();
   graph::Effects effects = core_.Apply(command, now);
   // An error changes nothing but the time (DEADLOCK excepted: the requester is the
   // victim), so it is journaled as the Tick it amounts to: replay stays exact and
   // refused secrets stay out of the journal.
-  if (effects.reply.ok() || effects.reply.code == graph::Code::kDeadlock) Journal(std::move(command), now);
+  if (effects.reply.ok() || effects.reply.code == graph::Code::kDeadlock) Journal(command, now);
   else Journal(graph::Tick{}, now);
   return effects;
 }
 
-void Server::Impl::Journal(graph::Command command, graph::TimeUs now) {
+void Server::Impl::Journal(const graph::Command& command, graph::TimeUs now) {
   if (!journal_.is_open()) return;
-  JournalRecord r;
-  r.boot = boot_id_;
-  r.wall_us = WallNowUs();
-  r.now_us = now;
-  r.body = JournalSecretless(std::move(command));
-  journal_.Append(r);
+  journal_.AppendCommand(boot_id_, frame_wall_ != 0 ? frame_wall_ : WallNowUs(), now, command);
 }
 
 void Server::Impl::JournalReport(ReportInfo::Type type, std::string json) {
@@ -572,6 +572,13 @@ void Server::Impl::SaveOrderIfChanged(bool force) {
 
 void Server::Impl::HandleFrame(const std::string& routing_id, std::string_view frame) {
   ++counters_.frames;
+  // A frame is served at one moment: the commands of a batch share its clock readings.
+  frame_now_ = MonotonicNowUs();
+  frame_wall_ = WallNowUs();
+  struct ClearFrameClock {
+    Impl* impl;
+    ~ClearFrameClock() { impl->frame_now_ = impl->frame_wall_ = 0; }
+  } clear_clock{this};
   const Encoding encoding = protocol::EncodingOf(frame);
   auto decoded = protocol::DecodeRequest(frame, limits_);
   if (auto* err = std::get_if<protocol::DecodeError>(&decoded)) {
@@ -634,7 +641,10 @@ void Server::Impl::HandleFrame(const std::string& routing_id, std::string_view f
     }
   }
 
+  // The requester's own events follow its reply; other sessions' go first (a release
+  // that hands a lock over tells the next holder before it answers the releaser).
   hold_events_ = true;
+  holding_session_ = req.session;
   protocol::Reply reply = Dispatch(req, encoding, routing_id);
   hold_events_ = false;
   ++replies_by_code_[static_cast<int>(reply.code)];
@@ -658,11 +668,17 @@ void Server::Impl::HandleFrame(const std::string& routing_id, std::string_view f
   Peer& p = it->second;
   if (req.op != Op::kHello && req.id != 0) {
     p.max_id = std::max(p.max_id, req.id);
-    p.cached.emplace(req.id, encoded);
-    p.cached_ids.push_back(req.id);
-    while (p.cached_ids.size() > config_.reply_cache) {
+    if (p.cached.emplace(req.id, encoded).second) {
+      p.cached_ids.push_back(req.id);
+      p.cached_bytes += encoded.size();
+    }
+    // Bounded by count and by bytes (large batch replies), keeping the newest reply.
+    while (p.cached_ids.size() > config_.reply_cache ||
+           (p.cached_bytes > config_.reply_cache_bytes && p.cached_ids.size() > 1)) {
       p.evicted_max = std::max(p.evicted_max, p.cached_ids.front());
-      p.cached.erase(p.cached_ids.front());
+      auto old = p.cached.find(p.cached_ids.front());
+      p.cached_bytes -= old->second.size();
+      p.cached.erase(old);
       p.cached_ids.pop_front();
     }
   }
@@ -722,12 +738,14 @@ protocol::Reply Server::Impl::ApplyCommand(const graph::Command& command, const 
 }
 
 protocol::Reply Server::Impl::Dispatch(const protocol::Request& req, Encoding encoding,
-                                       const std::string& routing_id) {
-  const graph::Auth auth{req.session, req.secret};
+                                       const std::string& routing_id, const protocol::Request* batch) {
+  // A batch item acts for the batch's session.
+  const protocol::Request& scope = batch != nullptr ? *batch : req;
+  const graph::Auth auth{scope.session, scope.secret};
   // Only a request that proves its session may acknowledge the session's events.
   auto ack_if_authentic = [&](const protocol::Reply& r) {
     if (!req.acked_seq || r.code == graph::Code::kUnknownSession || r.code == graph::Code::kAuth) return;
-    if (auto it = peers_.find(req.session); it != peers_.end()) Acknowledge(it->second, *req.acked_seq);
+    if (auto it = peers_.find(scope.session); it != peers_.end()) Acknowledge(it->second, *req.acked_seq);
   };
   protocol::Reply reply;
   switch (req.op) {
@@ -775,7 +793,7 @@ protocol::Reply Server::Impl::Dispatch(const protocol::Request& req, Encoding en
       a.wait_ms = req.wait_ms;
       a.site = req.site;
       a.started = req.started;
-      reply = ApplyCommand(a, req);
+      reply = ApplyCommand(std::move(a), req);
       break;
     }
     case Op::kRenew: {
@@ -783,7 +801,7 @@ protocol::Reply Server::Impl::Dispatch(const protocol::Request& req, Encoding en
       r.auth = auth;
       r.lease = req.lease.value_or(0);
       r.ttl_ms = req.ttl_ms;
-      reply = ApplyCommand(r, req);
+      reply = ApplyCommand(std::move(r), req);
       break;
     }
     case Op::kRelease: {
@@ -792,7 +810,7 @@ protocol::Reply Server::Impl::Dispatch(const protocol::Request& req, Encoding en
       r.lease = req.lease;
       r.owner = req.owner;
       r.resource = req.resource;
-      reply = ApplyCommand(r, req);
+      reply = ApplyCommand(std::move(r), req);
       reply.lease.reset();
       break;
     }
@@ -804,7 +822,7 @@ protocol::Reply Server::Impl::Dispatch(const protocol::Request& req, Encoding en
       h.mode = req.mode;
       h.ttl_ms = req.ttl_ms.value_or(0);
       h.site = req.site;
-      reply = ApplyCommand(h, req);
+      reply = ApplyCommand(std::move(h), req);
       break;
     }
     case Op::kWait: {
@@ -814,7 +832,7 @@ protocol::Reply Server::Impl::Dispatch(const protocol::Request& req, Encoding en
       w.resource = req.resource;
       w.mode = req.mode;
       w.site = req.site;
-      reply = ApplyCommand(w, req);
+      reply = ApplyCommand(std::move(w), req);
       break;
     }
     case Op::kUnwait:
@@ -838,13 +856,8 @@ protocol::Reply Server::Impl::Dispatch(const protocol::Request& req, Encoding en
     }
     case Op::kBatch: {
       reply.id = req.id;
-      for (const protocol::Request& item_in : req.items) {
-        protocol::Request item = item_in;
-        item.session = req.session;
-        item.secret = req.secret;
-        protocol::Reply r = Dispatch(item, encoding, routing_id);
-        reply.results.push_back(std::move(r));
-      }
+      reply.results.reserve(req.items.size());
+      for (const protocol::Request& item : req.items) reply.results.push_back(Dispatch(item, encoding, routing_id, &req));
       break;
     }
     case Op::kRevoke: {
@@ -917,7 +930,7 @@ void Server::Impl::SendEvent(const std::string& session, protocol::Event event) 
   Peer& peer = it->second;
   event.seq = peer.next_seq++;
   std::string encoded = protocol::EncodeEvent(event, peer.encoding);
-  if (hold_events_) outbox_.emplace_back(session, encoded);
+  if (hold_events_ && session == holding_session_) outbox_.emplace_back(session, encoded);
   else Send(peer.routing_id, encoded);
   ++counters_.events_sent;
   peer.unacked.emplace_back(event.seq, std::move(encoded));

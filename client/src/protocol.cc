@@ -324,11 +324,12 @@ FieldMask FieldsToWrite(const Request& request, bool is_item) {
   return mask;
 }
 
-void ClearUnusedFields(Request& request, bool is_item) {
-  FieldMask used = UsedFields(request.op, is_item);
+void ClearUnusedFields(Request& request, bool is_item, FieldMask set) {
+  const FieldMask clear = set & ~UsedFields(request.op, is_item);
+  if (clear == 0) return;
   for (int i = 0; i < kFieldCount; ++i) {
     auto f = static_cast<Field>(i);
-    if (!(used & Bit(f))) ResetField(request, f);
+    if (clear & Bit(f)) ResetField(request, f);
   }
 }
 

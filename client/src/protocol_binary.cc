@@ -1,8 +1,11 @@
 // The binary encoding: kBinaryFormat, then the message in cereal's portable binary
-// archive (numbers in the writer's byte order, which the archive's first byte names;
-// the reader swaps when it differs). Strings have cereal's std::string layout, but
-// are read here rather than by cereal: cereal would resize a string to whatever
-// 64-bit size a garbage frame claims before noticing the frame is short.
+// archive layout (numbers in the writer's byte order, which the archive's first byte
+// names; the reader swaps when it differs; strings as cereal's std::string). The
+// layout is read and written here directly, in place and bounded, not through
+// cereal's stream-backed archives: cereal would resize a string to whatever 64-bit
+// size a garbage frame claims before noticing the frame is short, and its streams
+// cost more than the rest of serving a request. protocol_test reads our frames with
+// cereal's own archive to keep the two the same.
 //
 //   frame    = 0x01 endian:u8 kind:u8 (request | reply | event)   -- kind 1, 2, 3
 //   endian   = 1 when the writer was little-endian, else 0 (cereal's)
@@ -43,14 +46,12 @@
 // only checked for shape: their strings come from requests the daemon checked. A frame
 // with bytes after its message is refused, so every proper prefix of a valid frame is
 // refused too.
-#include <cereal/archives/portable_binary.hpp>
-#include <cereal/cereal.hpp>
-
+#include <algorithm>
+#include <bit>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <memory>
-#include <sstream>
-#include <streambuf>
 #include <string>
 #include <utility>
 
@@ -81,8 +82,7 @@ constexpr std::size_t kMinReplyBytes = 8 + 1 + 3 * kMinStringBytes;
 constexpr std::size_t kMinEdgeBytes = 4 * kMinStringBytes + 2;
 
 // Thrown inside this file only, caught by the Decode* entry points: a decoder that
-// reads forty fields reads better without forty early returns, and cereal throws on
-// short input anyway.
+// reads forty fields reads better without forty early returns.
 struct BinaryError {
   Code code = Code::kBadRequest;
   std::string message;
@@ -90,28 +90,29 @@ struct BinaryError {
 
 [[noreturn]] void Bad(std::string message) { throw BinaryError{Code::kBadRequest, std::move(message)}; }
 
-// A read-only streambuf over bytes we do not own, so that cereal reads the frame in
-// place and we can ask how much is left.
-class ViewBuffer : public std::streambuf {
- public:
-  explicit ViewBuffer(std::string_view bytes) {
-    // The get area is never written to: the streambuf API just wants char*.
-    char* begin = const_cast<char*>(bytes.data());
-    setg(begin, begin, begin + bytes.size());
-  }
-  std::size_t remaining() const { return static_cast<std::size_t>(egptr() - gptr()); }
-};
-
+// Reads cereal's portable binary layout in place: numbers in the byte order the
+// frame's flag names (swapped when it is not this machine's), strings as a u64 size
+// and the bytes. Every read is bounded by what is left; a short frame is
+// "truncated binary frame". No stream and no archive: the daemon decodes every
+// request, and cereal's stream machinery cost more than the fields themselves.
 class Reader {
  public:
-  // `bytes` starts at cereal's byte-order flag, which the archive reads at once.
-  explicit Reader(std::string_view bytes)
-      : buffer_(bytes), stream_(&buffer_), archive_(stream_) {}
+  // `bytes` starts at the byte-order flag (CheckPrefix has checked it).
+  explicit Reader(std::string_view bytes) : data_(bytes) {
+    if (data_.empty()) Truncated();
+    swap_ = (data_[0] == 1) != (std::endian::native == std::endian::little);
+    at_ = 1;
+  }
 
   template <typename T>
   T Read() {
-    T value{};
-    archive_(value);
+    if (remaining() < sizeof(T)) Truncated();
+    char bytes[sizeof(T)];
+    std::memcpy(bytes, data_.data() + at_, sizeof(T));
+    at_ += sizeof(T);
+    if (swap_) std::reverse(bytes, bytes + sizeof(T));
+    T value;
+    std::memcpy(&value, bytes, sizeof(T));
     return value;
   }
   std::uint8_t U8() { return Read<std::uint8_t>(); }
@@ -135,10 +136,10 @@ class Reader {
   Mode ReadMode() { return Enum<Mode>("mode", static_cast<std::uint8_t>(Mode::kExclusive)); }
 
   std::string String() {
-    std::uint64_t size = U64();
+    const std::uint64_t size = U64();
     if (size > remaining()) Truncated();
-    std::string s(static_cast<std::size_t>(size), '\0');
-    archive_(cereal::binary_data(s.data(), s.size()));
+    std::string s(data_.substr(at_, static_cast<std::size_t>(size)));
+    at_ += static_cast<std::size_t>(size);
     return s;
   }
   template <typename T>
@@ -152,26 +153,32 @@ class Reader {
     return n;
   }
 
-  std::size_t remaining() const { return buffer_.remaining(); }
+  std::size_t remaining() const { return data_.size() - at_; }
   [[noreturn]] void Truncated() { Bad("truncated binary frame"); }
 
  private:
-  ViewBuffer buffer_;
-  std::istream stream_;
-  cereal::PortableBinaryInputArchive archive_;
+  std::string_view data_;
+  std::size_t at_ = 0;
+  bool swap_ = false;
 };
 
+// Writes what cereal's PortableBinaryOutputArchive writes with its default options
+// (little-endian, flag 1), appended straight to the frame; protocol_test checks the
+// bytes against cereal's own archive.
 class Writer {
  public:
-  explicit Writer(Kind kind)
-      : stream_(std::string(1, static_cast<char>(kBinaryFormat)),
-                std::ios::out | std::ios::binary | std::ios::ate),
-        archive_(stream_) {
+  explicit Writer(Kind kind) {
+    out_.reserve(128);
+    out_.push_back(static_cast<char>(kBinaryFormat));
+    out_.push_back(1);  // the byte-order flag: little-endian
     U8(static_cast<std::uint8_t>(kind));
   }
   template <typename T>
   void Write(T value) {
-    archive_(value);
+    char bytes[sizeof(T)];
+    std::memcpy(bytes, &value, sizeof(T));
+    if constexpr (std::endian::native != std::endian::little) std::reverse(bytes, bytes + sizeof(T));
+    out_.append(bytes, sizeof(T));
   }
   void U8(std::uint8_t v) { Write(v); }
   void U32(std::uint32_t v) { Write(v); }
@@ -185,8 +192,7 @@ class Writer {
   }
   void String(std::string_view s) {
     U64(s.size());
-    // A prvalue pointer: cereal sizes its elements by the pointee type.
-    archive_(cereal::binary_data(s.data(), s.size()));
+    out_.append(s);
   }
   template <typename T, typename Write>
   void Optional(const std::optional<T>& v, Write write) {
@@ -194,11 +200,10 @@ class Writer {
     if (v) write(*v);
   }
   void Count(std::size_t n) { U32(static_cast<std::uint32_t>(n)); }
-  std::string Take() { return std::move(stream_).str(); }
+  std::string Take() { return std::move(out_); }
 
  private:
-  std::ostringstream stream_;
-  cereal::PortableBinaryOutputArchive archive_;
+  std::string out_;
 };
 
 // ---------------------------------------------------------------- deadlock reports
@@ -315,6 +320,7 @@ void WriteRequest(Writer& w, const Request& r, bool is_item) {
 }
 
 Request ReadRequest(Reader& in, const Limits& limits, bool is_item);
+void ReadRequestInto(Reader& in, const Limits& limits, bool is_item, std::uint64_t* id_out, Request& r);
 
 void ReadField(Reader& in, Field f, Request& r, const Limits& limits) {
   switch (f) {
@@ -355,9 +361,10 @@ void ReadField(Reader& in, Field f, Request& r, const Limits& limits) {
                                             std::to_string(limits.max_batch_items)};
       }
       if (n > in.remaining() / kMinRequestBytes) in.Truncated();
+      r.items.reserve(n);
       for (std::uint32_t i = 0; i < n; ++i) {
         try {
-          r.items.push_back(ReadRequest(in, limits, /*is_item=*/true));
+          ReadRequestInto(in, limits, /*is_item=*/true, nullptr, r.items.emplace_back());
         } catch (BinaryError& e) {
           e.message = "items[" + std::to_string(i) + "]: " + e.message;
           throw;
@@ -374,8 +381,8 @@ void ReadField(Reader& in, Field f, Request& r, const Limits& limits) {
 }
 
 // Reads a request; for the top-level one, `id_out` gets its id as soon as it is read.
-Request ReadRequest(Reader& in, const Limits& limits, bool is_item, std::uint64_t* id_out) {
-  Request r;
+// Reads into `r`, a default Request (a batch reads its items in place).
+void ReadRequestInto(Reader& in, const Limits& limits, bool is_item, std::uint64_t* id_out, Request& r) {
   r.id = in.U64();
   if (id_out) *id_out = r.id;
   r.op = in.Enum<Op>("op", kMaxOp);
@@ -386,10 +393,15 @@ Request ReadRequest(Reader& in, const Limits& limits, bool is_item, std::uint64_
     auto f = static_cast<Field>(i);
     if (present & Bit(f)) ReadField(in, f, r, limits);
   }
-  ClearUnusedFields(r, is_item);
+  ClearUnusedFields(r, is_item, present);  // the others still hold their defaults
   if (auto e = CheckRequest(r, present, limits, is_item)) {
     throw BinaryError{e->code, std::move(e->message)};
   }
+}
+
+Request ReadRequest(Reader& in, const Limits& limits, bool is_item, std::uint64_t* id_out) {
+  Request r;
+  ReadRequestInto(in, limits, is_item, id_out, r);
   return r;
 }
 
@@ -507,8 +519,8 @@ std::string FormatByte(std::uint8_t b) {
   return std::string("0x") + kHex[b >> 4] + kHex[b & 0xF];
 }
 
-// Checks the bytes before the message and returns its kind. The byte-order flag is
-// checked here because cereal takes any non-zero byte for "little-endian".
+// Checks the bytes before the message and returns its kind. The byte-order flag was
+// checked by CheckPrefix (0 or 1, as cereal writes it).
 Kind ReadHeader(Reader& in) {
   auto kind = in.U8();
   if (kind < static_cast<std::uint8_t>(Kind::kRequest) ||
@@ -554,9 +566,6 @@ std::variant<Result, DecodeError> Guarded(const std::uint64_t& id, Decode decode
     return decode();
   } catch (const BinaryError& e) {
     return DecodeError{e.code, e.message, id};
-  } catch (const cereal::Exception&) {
-    // cereal's only complaint on input is a short read.
-    return DecodeError{Code::kBadRequest, "truncated binary frame", id};
   } catch (const std::exception& e) {
     return DecodeError{Code::kBadRequest, std::string("undecodable binary frame: ") + e.what(),
                        id};

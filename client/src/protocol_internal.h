@@ -65,7 +65,8 @@ FieldMask FieldsToWrite(const Request& request, bool is_item);
 
 // Resets the fields `op` does not read to their defaults, so that a binary frame
 // that carries extra fields decodes to the same Request as JSON, which ignores them.
-void ClearUnusedFields(Request& request, bool is_item);
+// Only the fields in `set` are looked at: the others must hold their defaults.
+void ClearUnusedFields(Request& request, bool is_item, FieldMask set);
 
 // The checks every decoded request goes through whatever its encoding: required
 // fields present (`present`), either-or rules (release, revoke), the graph format,

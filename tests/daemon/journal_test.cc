@@ -1711,6 +1711,36 @@ TEST(ScanSegmentTest, AppendSnapshotSplitsAnImageIntoParts) {
   }
 }
 
+// The daemon's path: AppendCommand writes, without building a record, exactly the
+// bytes of Append(record) with the command's secret taken out.
+TEST(JournalWriterTest, AppendCommandWritesTheSecretlessRecord) {
+  TempDir a, b;
+  JournalWriter direct, via_record;
+  ASSERT_EQ(direct.Open(a.path(), "00000001"), "");
+  ASSERT_EQ(via_record.Open(b.path(), "00000001"), "");
+  std::size_t n = 0;
+  for (const graph::Command& c : RichCommands()) {
+    const auto wall = static_cast<graph::TimeUs>(1'000 + n), now = static_cast<graph::TimeUs>(7 * n);
+    direct.AppendCommand(0xfeed + n, wall, now, c);
+    via_record.Append(Record(0xfeed + n, wall, now, JournalSecretless(c)));
+    ++n;
+  }
+  ASSERT_EQ(direct.Sync(), "");
+  ASSERT_EQ(via_record.Sync(), "");
+  const std::string bytes = ReadFile(direct.path());
+  EXPECT_EQ(Hex(bytes), Hex(ReadFile(via_record.path())));
+  // And a secret given to AppendCommand is not in the file (the hello's excepted).
+  const SegmentScan scan = Scan(direct.path());
+  ASSERT_EQ(scan.records.size(), n);
+  for (const JournalRecord& r : scan.records) {
+    std::visit(
+        [](const auto& c) {
+          if constexpr (requires { c.auth; }) EXPECT_EQ(c.auth.secret, "");
+        },
+        std::get<graph::Command>(r.body));
+  }
+}
+
 // ================================================================ SnapshotLoader
 
 // The cores' configuration: the default. (One object: GCC 12 warns, wrongly, about a
