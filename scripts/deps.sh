@@ -5,6 +5,7 @@ LOCKGRAPH_BUILD_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   libboost-graph-dev libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
   libzmq3-dev cppzmq-dev libcereal-dev rapidjson-dev libspdlog-dev libcli11-dev libtomlplusplus-dev
+  libhiredis-dev libcpp-httplib-dev
   python3 python3-zmq
 )
 

@@ -4,6 +4,8 @@
 #include <rapidjson/document.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <set>
 
 #include "daemon/daemon_harness.h"
@@ -575,6 +577,54 @@ TEST(LockgraphdProcess, ConfigFileIsReadAndErrorsNameTheKey) {
   EXPECT_EQ(ev->reason, graph::RevokeReason::kOperator);
 }
 
+// Each session's reply cache is bounded in bytes too: large batch replies push out
+// older replies sooner, the newest is always kept, and an evicted id is refused.
+TEST(LockgraphdProcess, ReplyCacheIsBoundedInBytes) {
+  const std::string path = ::testing::TempDir() + "/lockgraphd_reply_cache.toml";
+  FILE* f = std::fopen(path.c_str(), "w");
+  std::fputs("reply_cache_bytes = 4096\n", f);
+  std::fclose(f);
+  Daemon d({"--config", path});
+  ASSERT_FALSE(d.endpoint().empty()) << d.process().Output();
+  zmq::context_t ctx;
+  RawClient c(ctx, d.endpoint(), Encoding::kJson);
+  ASSERT_TRUE(c.Hello().ok());
+  auto batch_of = [](std::uint64_t id) {
+    protocol::Request b;
+    b.op = Op::kBatch;
+    b.id = id;
+    for (int i = 0; i < 200; ++i) {  // 200 item replies: well over 4096 bytes
+      protocol::Request item;
+      item.op = Op::kHeartbeat;
+      item.id = static_cast<std::uint64_t>(i + 1);
+      b.items.push_back(item);
+    }
+    return b;
+  };
+  for (std::uint64_t id : {10, 11}) {
+    auto r = c.Call(batch_of(id));
+    ASSERT_TRUE(r && r->ok() && r->results.size() == 200u);
+  }
+  auto old = c.Call(batch_of(10));
+  ASSERT_TRUE(old.has_value());
+  EXPECT_EQ(old->code, Code::kBadRequest);
+  EXPECT_NE(old->message.find("too old"), std::string::npos) << old->message;
+  auto newest = c.Call(batch_of(11));
+  ASSERT_TRUE(newest && newest->ok());
+  EXPECT_EQ(newest->results.size(), 200u);
+  auto stats = RawClient(ctx, d.endpoint(), Encoding::kJson).Call(QueryReq(Op::kStats));
+  ASSERT_TRUE(stats.has_value());
+  EXPECT_NE(stats->listing_json.find("\"cache_hits\":1"), std::string::npos) << stats->listing_json;
+  // Out of range: refused at start, naming the key.
+  f = std::fopen(path.c_str(), "w");
+  std::fputs("reply_cache_bytes = 10\n", f);
+  std::fclose(f);
+  Process bad({LOCKGRAPHD_PATH, "--config", path});
+  ASSERT_TRUE(bad.Exited(milliseconds(5000)));
+  EXPECT_EQ(bad.exit_code(), 2);
+  EXPECT_NE(bad.Output().find("reply_cache_bytes"), std::string::npos) << bad.Output();
+}
+
 TEST(Examples, TransferRunsAgainstARealDaemon) {
   Daemon d;
   ASSERT_FALSE(d.endpoint().empty());
@@ -584,16 +634,38 @@ TEST(Examples, TransferRunsAgainstARealDaemon) {
   EXPECT_NE(p.Output().find("transferring with tokens"), std::string::npos) << p.Output();
 }
 
-#ifdef LOCKGRAPH_LOAD_PATH
-// The load generator is a benchmark, not a test; this only keeps it from rotting.
-TEST(LoadGenerator, ShortRunAgainstARealDaemonReportsOps) {
-  Daemon d;
-  ASSERT_FALSE(d.endpoint().empty());
-  Process p({LOCKGRAPH_LOAD_PATH, "--endpoint", d.endpoint(), "--clients", "2", "--seconds", "0.2",
-             "--warmup-ms", "50", "--json"});
-  ASSERT_TRUE(p.Exited(milliseconds(20'000)));
-  EXPECT_EQ(p.exit_code(), 0) << p.Output();
-  EXPECT_NE(p.Output().find("ops_per_s"), std::string::npos) << p.Output();
+#ifdef LOCKGRAPH_COMPARE_PATH
+// scripts/bench is a benchmark, not a test; this runs its lockgraph part (lockgraphd and
+// the echo floor, every workload once, tiny) so that the harness cannot rot.
+TEST(BenchHarness, QuickLockgraphPartRunsEveryWorkloadAndWritesTheRatios) {
+  const std::string out = ::testing::TempDir() + "/lockgraph_bench_latest.json";
+  std::remove(out.c_str());
+  Process p({LOCKGRAPH_SOURCE_DIR "/scripts/bench", "--tiny", "--only", "lockgraph",
+             "--no-pin", "--build-dir", LOCKGRAPH_BUILD_DIR, "--out", out});
+  ASSERT_TRUE(p.Exited(milliseconds(120'000))) << p.Output();
+  ASSERT_EQ(p.exit_code(), 0) << p.Output();
+  // The Markdown table, with every lockgraph workload and the targets.
+  for (const char* row : {"| lock | 16 | lockgraph, fsync never |", "| pipeline | 16 | lockgraph, fsync never |",
+                          "| handover | 16 |", "| deadlock | 16 |", "| ingest | 4 |", "| scale | 16 | lockgraph, filled |",
+                          "| lock_ops_16_vs_floor |", "| lock_ops_50_vs_redis | – | ≥ 1 | not run |"}) {
+    EXPECT_NE(p.Output().find(row), std::string::npos) << row << "\n" << p.Output();
+  }
+  // The JSON: every ratio the issue names, numbers where lockgraph ran, null for peers.
+  std::ifstream in(out);
+  const std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(json.empty()) << p.Output();
+  for (const char* key : {"lock_ops_16_vs_floor", "lock_ops_50_vs_floor", "rtt_p50_vs_floor",
+                          "deadlock_p99_vs_floor_p99", "handover_p50_vs_floor_p50", "scale_1m_vs_empty",
+                          "always_vs_never_50", "ingest_events_per_s", "rss_bytes_per_lease"}) {
+    const std::string k = std::string("\"") + key + "\": ";
+    const auto at = json.find(k);
+    ASSERT_NE(at, std::string::npos) << key;
+    const char next = json[at + k.size()];
+    EXPECT_TRUE(next >= '0' && next <= '9') << key << " is not a number: " << json.substr(at, 60);
+  }
+  for (const char* key : {"lock_ops_50_vs_redis", "lock_ops_16_vs_etcd"}) {
+    EXPECT_NE(json.find(std::string("\"") + key + "\": null"), std::string::npos) << key;
+  }
 }
 #endif
 
