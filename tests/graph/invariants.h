@@ -36,7 +36,8 @@
 //    policy is respected (lowest priority, then youngest `started`); report ids
 //    increase; one cycle (its owners in order) gets no second victim unless it was
 //    broken since (arbitrate) or its report-mode victim's grace is over (or it stopped
-//    holding a doomed hold, or the attempt grew after VictimUnresponsive).
+//    holding a doomed hold, or the attempt grew after VictimUnresponsive), or a session
+//    of its owners closed (a session reopened with the same id has new owners).
 //  - Queued acquires: each ends in exactly one GrantedEvent or DeniedEvent matching it
 //    (TIMEOUT not before its deadline, CANCELLED only by an Unwait or Hold of it), or
 //    its session closes; meanwhile it is in Waits() with the deadline of its wait_ms
@@ -642,6 +643,7 @@ class Harness {
       if (std::holds_alternative<Bye>(command)) {
         sessions_.erase(auth->session);
         closed_now.insert(auth->session);
+        ForgetCyclesOf(auth->session);
       }
     }
 
@@ -764,6 +766,7 @@ class Harness {
         }
         if (it != sessions_.end()) sessions_.erase(it);
         closed_now.insert(sc->session);
+        ForgetCyclesOf(sc->session);
       } else if (const auto* ne = std::get_if<NeedEpochEvent>(&ev)) {
         if (ne->next_epoch != coordinator_.epoch() + 1)
           Problem("NeedEpoch for an epoch other than the next: " + Describe(ev));
@@ -1106,6 +1109,16 @@ class Harness {
   bool TokensExhausted() const {
     Token last = coordinator_.last_token();
     return (last >> kSeqBits) == coordinator_.epoch() && (last & (kSeqLimit - 1)) == kSeqLimit - 1;
+  }
+
+  // A closed session's owners are gone: a later session with the same id has new
+  // owners, and a cycle through them is a new cycle, not the old one found again.
+  void ForgetCyclesOf(const std::string& session) {
+    std::erase_if(cycles_, [&](const auto& entry) {
+      for (const CycleEdge& e : entry.second.cycle)
+        if (SplitOwner(e.owner).first == session || SplitOwner(e.held_by).first == session) return true;
+      return false;
+    });
   }
 
   static bool StillDoomed(const std::string& victim, const Snapshot& s) {
