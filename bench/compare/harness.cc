@@ -55,6 +55,20 @@ double Percentile(const std::vector<std::uint32_t>& sorted, double q) {
 
 }  // namespace
 
+void HandoverClock::Granted(int index, Clock::time_point at, const Window& w, ClientResult& res) const {
+  const std::int64_t from = released_at_.load(std::memory_order_acquire);
+  const int by = released_by_.load(std::memory_order_relaxed);
+  if (from == 0 || !w.Counts(at)) return;
+  ++res.ops;
+  res.Latency(Clock::time_point(Clock::duration(from)), at);
+  if (by == index) ++res.counters["same_client"];
+}
+
+void HandoverClock::Releasing(int index) {
+  released_by_.store(index, std::memory_order_relaxed);
+  released_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
+}
+
 std::uint64_t ClientSeed(const Options& o, int index) {
   if (o.seed != 0) return o.seed * 1'000'003 + static_cast<std::uint64_t>(index);
   return std::random_device{}() ^ (static_cast<std::uint64_t>(index) << 32);

@@ -3,6 +3,7 @@
 // floor, Redis, etcd) implements its workloads as client bodies run by RunClients.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -64,6 +65,23 @@ class Gate {
   virtual ~Gate() = default;
   virtual void Ready() = 0;
   virtual Window Wait() = 0;
+};
+
+// The hand-over workloads' clock, shared by their clients: the holder stamps its
+// release just before sending it, and the next holder measures from that stamp when
+// it is granted. Only the holder stamps, so the next holder reads its predecessor's.
+class HandoverClock {
+ public:
+  // Client `index` was granted the lock at `at`: one hand-over, with its latency, when
+  // a release came before and `at` is inside the window ("same_client" counts the
+  // releaser getting the lock straight back).
+  void Granted(int index, Clock::time_point at, const Window& w, ClientResult& res) const;
+  // Client `index` is about to send its release.
+  void Releasing(int index);
+
+ private:
+  std::atomic<std::int64_t> released_at_{0};  // steady_clock ticks of the last release sent
+  std::atomic<int> released_by_{-1};
 };
 
 using ClientBody = std::function<void(int index, Gate& gate, ClientResult& result)>;

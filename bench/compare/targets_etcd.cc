@@ -230,8 +230,7 @@ int Lock(const Options& o) {
 // counts the hand-overs where the releaser got the lock straight back.
 int Handover(const Options& o) {
   const std::string name = Base64("h");
-  std::atomic<std::int64_t> released_at{0};  // steady_clock ns of the last unlock sent
-  std::atomic<int> released_by{-1};          // the client that sent it
+  HandoverClock clock;
   auto merged = RunClients(o, [&](int index, Gate& gate, ClientResult& res) {
     EtcdConn conn(o, o.endpoint);
     gate.Ready();
@@ -245,17 +244,8 @@ int Handover(const Options& o) {
         if (w.Counts(a0)) res.Error(r.error);
         continue;
       }
-      // Only the holder writes these, before its unlock, so the new holder reads its
-      // predecessor's.
-      const std::int64_t from = released_at.load(std::memory_order_acquire);
-      const int by = released_by.load(std::memory_order_relaxed);
-      if (from != 0 && w.Counts(at)) {
-        ++res.ops;
-        res.Latency(Clock::time_point(Clock::duration(from)), at);
-        if (by == index) ++res.counters["same_client"];
-      }
-      released_by.store(index, std::memory_order_relaxed);
-      released_at.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
+      clock.Granted(index, at, w, res);
+      clock.Releasing(index);
       EtcdConn::Reply u = conn.Unlock(r.body);
       if (!u.ok() && w.Counts(at)) res.Error(u.error);
     }

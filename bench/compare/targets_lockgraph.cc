@@ -174,7 +174,7 @@ graph::LeaseId AwaitGrant(LockgraphConn& conn, std::uint64_t id) {
 // its latency runs from the release's send to the next holder's grant.
 int Handover(const Options& o) {
   zmq::context_t ctx(1);
-  std::atomic<std::int64_t> released_at{0};  // steady_clock ns of the last release sent
+  HandoverClock clock;
   auto merged = RunClients(o, [&](int index, Gate& gate, ClientResult& res) {
     LockgraphConn conn(ctx, o);
     conn.Hello("compare-handover-" + std::to_string(index), kSessionTtlMs);
@@ -188,14 +188,9 @@ int Handover(const Options& o) {
       if (r.ok() && r.granted && r.lease) lease = *r.lease;
       else if (r.ok() && r.queued) lease = AwaitGrant(conn, id);
       else throw std::runtime_error("acquire refused: " + CodeKind(r) + " " + r.message);
-      const auto granted = Clock::now();
-      const std::int64_t from = released_at.load(std::memory_order_acquire);
-      if (from != 0 && w.Counts(granted)) {
-        ++res.ops;
-        res.Latency(Clock::time_point(Clock::duration(from)), granted);
-      }
+      clock.Granted(index, Clock::now(), w, res);
       Request release = Release(lease);
-      released_at.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
+      clock.Releasing(index);
       Reply rr = conn.Call(release);
       if (!rr.ok()) res.Error(CodeKind(rr));
     }
@@ -244,13 +239,15 @@ int Deadlock(const Options& o) {
       const auto t0 = Clock::now();
       const std::uint64_t id_a = s2.Send(wait_a);
       Reply qa = s2.ReplyTo(id_a);
-      if (qa.code == Code::kDeadlock) {  // s2 is the victim
+      auto resolved = [&](const char* victim) {
         const auto t1 = Clock::now();
-        if (w.Counts(t0)) {
-          ++res.ops;
-          ++res.counters["victim_closer"];
-          res.Latency(t0, t1);
-        }
+        if (!w.Counts(t0)) return;
+        ++res.ops;
+        ++res.counters[victim];
+        res.Latency(t0, t1);
+      };
+      if (qa.code == Code::kDeadlock) {  // s2 is the victim
+        resolved("victim_closer");
         let_go(s2, lb);
         const graph::LeaseId b_for_s1 = AwaitGrant(s1, id_b);
         let_go(s1, b_for_s1);
@@ -263,12 +260,7 @@ int Deadlock(const Options& o) {
             break;
           }
         }
-        const auto t1 = Clock::now();
-        if (w.Counts(t0)) {
-          ++res.ops;
-          ++res.counters["victim_other"];
-          res.Latency(t0, t1);
-        }
+        resolved("victim_other");
         let_go(s1, la);
         const graph::LeaseId a_for_s2 = AwaitGrant(s2, id_a);
         let_go(s2, a_for_s2);

@@ -271,8 +271,7 @@ int Pipeline(const Options& o) {
 // lock straight back (nothing makes the spinning fair).
 int Handover(const Options& o) {
   const std::string ttl = std::to_string(o.ttl_ms);
-  std::atomic<std::int64_t> released_at{0};  // steady_clock ns of the last release sent
-  std::atomic<int> released_by{-1};          // the client that sent it
+  HandoverClock clock;
   auto merged = RunClients(o, [&](int index, Gate& gate, ClientResult& res) {
     std::mt19937_64 rng(ClientSeed(o, index));
     RedisConn conn(o, index, rng);
@@ -298,17 +297,8 @@ int Handover(const Options& o) {
       }
       if (!granted) break;
 
-      // Only the holder writes these, before its release, so the new holder reads its
-      // predecessor's.
-      const std::int64_t from = released_at.load(std::memory_order_acquire);
-      const int by = released_by.load(std::memory_order_relaxed);
-      if (from != 0 && w.Counts(at)) {
-        ++res.ops;
-        res.Latency(Clock::time_point(Clock::duration(from)), at);
-        if (by == index) ++res.counters["same_client"];
-      }
-      released_by.store(index, std::memory_order_relaxed);
-      released_at.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
+      clock.Granted(index, at, w, res);
+      clock.Releasing(index);
       ReplyPtr rr = conn.Release("h");
       if (w.Counts(at)) CountRelease(res, *rr);
     }
