@@ -17,6 +17,8 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "lockgraph/portable_binary.h"
+
 namespace lockgraph::daemon {
 
 namespace {
@@ -72,85 +74,39 @@ struct Bad {
   std::string what;
 };
 
-// The kind byte leads the payload, then cereal's portable binary archive: its byte
-// order marker (1: little-endian), then every number little-endian and every string
-// as a u64 size and its bytes — the bytes cereal's PortableBinaryOutputArchive with
-// Options::LittleEndian() writes (journal_test checks it against cereal itself),
-// appended straight to a string: every request the daemon serves is journaled, and
-// a stream per record cost more than the rest of the work.
-class Out {
+// The kind byte leads the payload, then cereal's portable binary layout through the
+// codec the wire protocol uses too (lockgraph/portable_binary.h): the byte-order flag
+// (1: little-endian), every number little-endian, every string as a u64 size and its
+// bytes — what cereal's PortableBinaryOutputArchive writes (journal_test checks it
+// against cereal itself), appended straight to the journal's buffer.
+class Out : public portable::Writer {
  public:
   // Appends to `out`, which may already hold other records.
-  Out(std::string& out, RecordKind kind) : out_(out) {
-    out_.push_back(static_cast<char>(kind));
-    out_.push_back(1);
+  Out(std::string& out, RecordKind kind) : portable::Writer(out) {
+    U8(static_cast<std::uint8_t>(kind));
+    U8(portable::kLittleEndian);
   }
   // Commands' auth is written without its secret (JournalSecretless, in place).
   bool secretless = false;
-  void U8(std::uint8_t v) { Put(v); }
-  void U32(std::uint32_t v) { Put(v); }
-  void U64(std::uint64_t v) { Put(v); }
-  void I64(std::int64_t v) { Put(v); }
-  void I32(std::int32_t v) { Put(v); }
-  void Bool(bool v) { U8(v ? 1 : 0); }
-  void Str(const std::string& s) {
-    U64(s.size());
-    out_.append(s);
-  }
   template <typename T, typename F>
   void Opt(const std::optional<T>& v, F&& write) {
     Bool(v.has_value());
     if (v) write(*v);
   }
- private:
-  template <typename T>
-  void Put(T v) {
-    char bytes[sizeof(T)];
-    std::memcpy(bytes, &v, sizeof(T));
-    if constexpr (std::endian::native != std::endian::little) std::reverse(bytes, bytes + sizeof(T));
-    out_.append(bytes, sizeof(T));
-  }
-  std::string& out_;
 };
 
-// Reads what Out wrote: the kind byte, cereal's byte-order byte, then cereal's
-// portable binary layout (fixed-size numbers in the writer's byte order, strings as
-// a u64 size and the bytes). Read in place, with every length checked against what
-// the record holds before anything is allocated: restarts read millions of records,
-// and cereal's stream machinery cost more than the rest of the replay.
-class In {
+// Reads what Out wrote, in place: the kind byte, the byte-order flag, then the
+// payload, every length checked against what the record holds before anything is
+// allocated (restarts read millions of records). A short record throws
+// portable::ShortInput, which DecodePayload words.
+class In : public portable::Reader {
  public:
-  explicit In(std::string_view data) : data_(data) {
-    if (data_.size() < 2) throw Bad{"the record ends early (no kind and byte order)"};
-    kind_ = static_cast<std::uint8_t>(data_[0]);
-    const auto order = static_cast<std::uint8_t>(data_[1]);
-    if (order > 1) throw Bad{"unknown byte order " + std::to_string(order)};
-    swap_ = (order == 1) != (std::endian::native == std::endian::little);
-    at_ = 2;
-  }
+  explicit In(std::string_view data) : portable::Reader(Body(data), Order(data)), kind_(static_cast<std::uint8_t>(data[0])) {}
   std::uint8_t kind() const { return kind_; }
-  std::uint8_t U8() { return Get<std::uint8_t>(); }
-  std::uint32_t U32() { return Get<std::uint32_t>(); }
-  std::uint64_t U64() { return Get<std::uint64_t>(); }
-  std::int64_t I64() { return Get<std::int64_t>(); }
-  std::int32_t I32() { return Get<std::int32_t>(); }
   bool Bool() {
     const std::uint8_t b = U8();
     if (b > 1) throw Bad{"a flag is " + std::to_string(b)};
     return b == 1;
-  }
-  std::string Str() {
-    const std::uint64_t n = U64();
-    if (n > Left()) throw Bad{"a string claims " + std::to_string(n) + " bytes, more than the record holds"};
-    std::string s(data_.substr(at_, n));
-    at_ += n;
-    return s;
-  }
-  // A count of elements of at least `min_bytes` each.
-  std::size_t Count(std::size_t min_bytes) {
-    const std::uint32_t n = U32();
-    if (static_cast<std::uint64_t>(n) * min_bytes > Left()) throw Bad{"a count of " + std::to_string(n) + " is too large"};
-    return n;
   }
   template <typename E>
   E Enum(std::string_view what, unsigned lo, unsigned hi) {
@@ -164,27 +120,21 @@ class In {
     return read();
   }
   void End() {
-    if (at_ != data_.size()) throw Bad{"bytes after the record's body"};
+    if (left() != 0) throw Bad{"bytes after the record's body"};
   }
 
  private:
-  template <typename T>
-  T Get() {
-    if (Left() < sizeof(T)) throw Bad{"the record ends early"};
-    unsigned char bytes[sizeof(T)];
-    std::memcpy(bytes, data_.data() + at_, sizeof(T));
-    at_ += sizeof(T);
-    if (swap_) std::reverse(bytes, bytes + sizeof(T));
-    T v;
-    std::memcpy(&v, bytes, sizeof(T));
-    return v;
+  static std::string_view Body(std::string_view data) {
+    if (data.size() < 2) throw Bad{"the record ends early (no kind and byte order)"};
+    return data.substr(2);
   }
-  std::size_t Left() const { return data_.size() - at_; }
-
-  std::string_view data_;
-  std::size_t at_ = 0;
-  std::uint8_t kind_ = 0;
-  bool swap_ = false;
+  static std::uint8_t Order(std::string_view data) {
+    Body(data);  // the size check, whichever argument is evaluated first
+    const auto order = static_cast<std::uint8_t>(data[1]);
+    if (order > 1) throw Bad{"unknown byte order " + std::to_string(order)};
+    return order;
+  }
+  std::uint8_t kind_;
 };
 
 constexpr unsigned kMaxMode = static_cast<unsigned>(graph::Mode::kExclusive);
@@ -569,6 +519,14 @@ std::variant<JournalRecord, std::string> DecodePayload(std::string_view payload)
     return r;
   } catch (const Bad& b) {
     return b.what;
+  } catch (const portable::ShortInput& e) {
+    switch (e.kind) {
+      case portable::ShortInput::Kind::kString:
+        return "a string claims " + std::to_string(e.size) + " bytes, more than the record holds";
+      case portable::ShortInput::Kind::kCount: return "a count of " + std::to_string(e.size) + " is too large";
+      case portable::ShortInput::Kind::kShort: break;
+    }
+    return "the record ends early";
   } catch (const std::exception& e) {
     return std::string("the record ends early (") + e.what() + ")";
   }

@@ -1,11 +1,8 @@
 // The binary encoding: kBinaryFormat, then the message in cereal's portable binary
 // archive layout (numbers in the writer's byte order, which the archive's first byte
-// names; the reader swaps when it differs; strings as cereal's std::string). The
-// layout is read and written here directly, in place and bounded, not through
-// cereal's stream-backed archives: cereal would resize a string to whatever 64-bit
-// size a garbage frame claims before noticing the frame is short, and its streams
-// cost more than the rest of serving a request. protocol_test reads our frames with
-// cereal's own archive to keep the two the same.
+// names; the reader swaps when it differs; strings as cereal's std::string), read and
+// written in place by lockgraph/portable_binary.h, the codec the journal uses too.
+// protocol_test reads our frames with cereal's own archive to keep the two the same.
 //
 //   frame    = 0x01 endian:u8 kind:u8 (request | reply | event)   -- kind 1, 2, 3
 //   endian   = 1 when the writer was little-endian, else 0 (cereal's)
@@ -46,15 +43,13 @@
 // only checked for shape: their strings come from requests the daemon checked. A frame
 // with bytes after its message is refused, so every proper prefix of a valid frame is
 // refused too.
-#include <algorithm>
-#include <bit>
 #include <cstdint>
-#include <cstring>
 #include <exception>
 #include <memory>
 #include <string>
 #include <utility>
 
+#include "lockgraph/portable_binary.h"
 #include "lockgraph/protocol.h"
 #include "protocol_internal.h"
 
@@ -90,36 +85,19 @@ struct BinaryError {
 
 [[noreturn]] void Bad(std::string message) { throw BinaryError{Code::kBadRequest, std::move(message)}; }
 
-// Reads cereal's portable binary layout in place: numbers in the byte order the
-// frame's flag names (swapped when it is not this machine's), strings as a u64 size
-// and the bytes. Every read is bounded by what is left; a short frame is
-// "truncated binary frame". No stream and no archive: the daemon decodes every
-// request, and cereal's stream machinery cost more than the fields themselves.
+// The protocol's view of the shared codec (lockgraph/portable_binary.h): its flags and
+// enums checked with the protocol's messages. Running out of input throws
+// portable::ShortInput, which the Decode* entry points report as a truncated frame.
 class Reader {
  public:
-  // `bytes` starts at the byte-order flag (CheckPrefix has checked it).
-  explicit Reader(std::string_view bytes) : data_(bytes) {
-    if (data_.empty()) Truncated();
-    swap_ = (data_[0] == 1) != (std::endian::native == std::endian::little);
-    at_ = 1;
-  }
+  // `bytes` starts at the byte-order flag, which CheckPrefix has checked is there.
+  explicit Reader(std::string_view bytes) : in_(bytes.substr(1), static_cast<std::uint8_t>(bytes[0])) {}
 
-  template <typename T>
-  T Read() {
-    if (remaining() < sizeof(T)) Truncated();
-    char bytes[sizeof(T)];
-    std::memcpy(bytes, data_.data() + at_, sizeof(T));
-    at_ += sizeof(T);
-    if (swap_) std::reverse(bytes, bytes + sizeof(T));
-    T value;
-    std::memcpy(&value, bytes, sizeof(T));
-    return value;
-  }
-  std::uint8_t U8() { return Read<std::uint8_t>(); }
-  std::uint32_t U32() { return Read<std::uint32_t>(); }
-  std::uint64_t U64() { return Read<std::uint64_t>(); }
-  std::int32_t I32() { return Read<std::int32_t>(); }
-  std::int64_t I64() { return Read<std::int64_t>(); }
+  std::uint8_t U8() { return in_.U8(); }
+  std::uint32_t U32() { return in_.U32(); }
+  std::uint64_t U64() { return in_.U64(); }
+  std::int32_t I32() { return in_.I32(); }
+  std::int64_t I64() { return in_.I64(); }
 
   bool Bool(std::string_view what) {
     std::uint8_t b = U8();
@@ -135,65 +113,41 @@ class Reader {
   }
   Mode ReadMode() { return Enum<Mode>("mode", static_cast<std::uint8_t>(Mode::kExclusive)); }
 
-  std::string String() {
-    const std::uint64_t size = U64();
-    if (size > remaining()) Truncated();
-    std::string s(data_.substr(at_, static_cast<std::size_t>(size)));
-    at_ += static_cast<std::size_t>(size);
-    return s;
-  }
+  std::string String() { return in_.Str(); }
   template <typename T>
   std::optional<T> Optional(T (Reader::*read)()) {
     if (!Bool("presence flag")) return std::nullopt;
     return (this->*read)();
   }
-  std::size_t Count(std::size_t min_element_bytes) {
-    std::uint32_t n = U32();
-    if (n > remaining() / min_element_bytes) Truncated();
-    return n;
-  }
+  std::size_t Count(std::size_t min_element_bytes) { return in_.Count(min_element_bytes); }
 
-  std::size_t remaining() const { return data_.size() - at_; }
+  std::size_t remaining() const { return in_.left(); }
   [[noreturn]] void Truncated() { Bad("truncated binary frame"); }
 
  private:
-  std::string_view data_;
-  std::size_t at_ = 0;
-  bool swap_ = false;
+  portable::Reader in_;
 };
 
-// Writes what cereal's PortableBinaryOutputArchive writes with its default options
-// (little-endian, flag 1), appended straight to the frame; protocol_test checks the
-// bytes against cereal's own archive.
+// The format byte, the byte-order flag (little-endian) and the kind, then the message.
 class Writer {
  public:
-  explicit Writer(Kind kind) {
+  explicit Writer(Kind kind) : w_(out_) {
     out_.reserve(128);
     out_.push_back(static_cast<char>(kBinaryFormat));
-    out_.push_back(1);  // the byte-order flag: little-endian
+    out_.push_back(static_cast<char>(portable::kLittleEndian));
     U8(static_cast<std::uint8_t>(kind));
   }
-  template <typename T>
-  void Write(T value) {
-    char bytes[sizeof(T)];
-    std::memcpy(bytes, &value, sizeof(T));
-    if constexpr (std::endian::native != std::endian::little) std::reverse(bytes, bytes + sizeof(T));
-    out_.append(bytes, sizeof(T));
-  }
-  void U8(std::uint8_t v) { Write(v); }
-  void U32(std::uint32_t v) { Write(v); }
-  void U64(std::uint64_t v) { Write(v); }
-  void I32(std::int32_t v) { Write(v); }
-  void I64(std::int64_t v) { Write(v); }
-  void Bool(bool b) { U8(b ? 1 : 0); }
+  void U8(std::uint8_t v) { w_.U8(v); }
+  void U32(std::uint32_t v) { w_.U32(v); }
+  void U64(std::uint64_t v) { w_.U64(v); }
+  void I32(std::int32_t v) { w_.I32(v); }
+  void I64(std::int64_t v) { w_.I64(v); }
+  void Bool(bool b) { w_.Bool(b); }
   template <typename E>
   void Enum(E e) {
     U8(static_cast<std::uint8_t>(e));
   }
-  void String(std::string_view s) {
-    U64(s.size());
-    out_.append(s);
-  }
+  void String(std::string_view s) { w_.Str(s); }
   template <typename T, typename Write>
   void Optional(const std::optional<T>& v, Write write) {
     Bool(v.has_value());
@@ -204,6 +158,7 @@ class Writer {
 
  private:
   std::string out_;
+  portable::Writer w_;
 };
 
 // ---------------------------------------------------------------- deadlock reports
@@ -319,7 +274,6 @@ void WriteRequest(Writer& w, const Request& r, bool is_item) {
   }
 }
 
-Request ReadRequest(Reader& in, const Limits& limits, bool is_item);
 void ReadRequestInto(Reader& in, const Limits& limits, bool is_item, std::uint64_t* id_out, Request& r);
 
 void ReadField(Reader& in, Field f, Request& r, const Limits& limits) {
@@ -403,10 +357,6 @@ Request ReadRequest(Reader& in, const Limits& limits, bool is_item, std::uint64_
   Request r;
   ReadRequestInto(in, limits, is_item, id_out, r);
   return r;
-}
-
-Request ReadRequest(Reader& in, const Limits& limits, bool is_item) {
-  return ReadRequest(in, limits, is_item, nullptr);
 }
 
 // ---------------------------------------------------------------- replies and events
@@ -566,6 +516,8 @@ std::variant<Result, DecodeError> Guarded(const std::uint64_t& id, Decode decode
     return decode();
   } catch (const BinaryError& e) {
     return DecodeError{e.code, e.message, id};
+  } catch (const portable::ShortInput&) {
+    return DecodeError{Code::kBadRequest, "truncated binary frame", id};
   } catch (const std::exception& e) {
     return DecodeError{Code::kBadRequest, std::string("undecodable binary frame: ") + e.what(),
                        id};
