@@ -165,7 +165,7 @@ class Server::Impl {
   // reply goes out first: (session, encoded event).
   bool hold_events_ = false;
   graph::TimeUs frame_now_ = 0, frame_wall_ = 0;  // the clocks of the frame being served, or 0
-  std::string holding_session_;  // whose events wait in outbox_ while hold_events_
+  std::string_view holding_session_;  // whose events wait in outbox_ while hold_events_ (the request's)
   std::vector<std::pair<std::string, std::string>> outbox_;
   // Hello has no session yet: its retries are recognised by connection and id.
   std::unordered_map<std::string, std::string> hello_replies_;

@@ -436,11 +436,15 @@ def main():
                     help="every step once on a tiny workload (the harness's own test)")
     ap.add_argument("--only", choices=["all", "lockgraph"], default="all",
                     help="'lockgraph': lockgraph and its echo floor only, no Redis or etcd")
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "latest.json"),
-                    help="where to write the JSON results (default bench/results/latest.json)")
+    ap.add_argument("--out", help="where to write the JSON results (default bench/results/latest.json for "
+                                  "the full run, latest-quick.json for --quick and --tiny, so that a smoke check "
+                                  "does not overwrite the full run's figures)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin servers to CPU 0 and clients to CPU 1")
     ap.add_argument("--keep", action="store_true", help="keep the servers' data and logs (their directory is printed)")
     args = ap.parse_args()
+    if args.out is None:
+        name = "latest.json" if args.profile == "full" else "latest-quick.json"
+        args.out = os.path.join(ROOT, "bench", "results", name)
     args.targets = {"echo", "lockgraph"} | ({"redis", "etcd"} if args.only == "all" else set())
 
     bench = Bench(args)
