@@ -1614,6 +1614,8 @@ Request GenRequest(bool is_item) {
       r.filter_resource = GenText(2);
       r.filter_session = GenText(2);
       break;
+    case Op::kOrder:  // a query without fields
+      break;
   }
   return r;
 }

@@ -1735,7 +1735,9 @@ TEST(JournalWriterTest, AppendCommandWritesTheSecretlessRecord) {
   for (const JournalRecord& r : scan.records) {
     std::visit(
         [](const auto& c) {
-          if constexpr (requires { c.auth; }) EXPECT_EQ(c.auth.secret, "");
+          if constexpr (requires { c.auth; }) {
+            EXPECT_EQ(c.auth.secret, "");
+          }
         },
         std::get<graph::Command>(r.body));
   }

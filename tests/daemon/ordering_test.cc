@@ -51,14 +51,6 @@ protocol::Request Hold(const std::string& owner, const std::string& resource, co
   return r;
 }
 
-protocol::Request ReleaseBy(const std::string& owner, const std::string& resource) {
-  protocol::Request r;
-  r.op = Op::kRelease;
-  r.owner = owner;
-  r.resource = resource;
-  return r;
-}
-
 rapidjson::Document Json(const std::string& text) {
   rapidjson::Document d;
   d.Parse(text.c_str());
